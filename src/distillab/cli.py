@@ -1,0 +1,143 @@
+"""The ``distillab`` command.
+
+  distillab run CONFIG [key.sub=value ...] [--out DIR] [--data-dir DIR]
+  distillab demo [--out DIR] [--data-dir DIR]
+  distillab report RUNS_DIR [--csv]
+  distillab profile MODEL [MODEL ...] [--input-shape 1x28x28] [--num-classes 10]
+
+Bad input ends with a one-line ``error:`` message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+
+from distillab.config import apply_overrides, load_yaml, validate
+from distillab.errors import UserError
+
+DEMO_PRESET = "hinton-demo.yaml"
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--input-shape {text!r} must look like CxHxW, e.g. 1x28x28") from None
+    if h != w or min(c, h) <= 0:
+        raise UserError(f"--input-shape {text!r}: need square images with positive sizes")
+    return c, h, w
+
+
+def run_config(data: dict, out: Path, console: Console, source: str) -> str:
+    """Validate a config mapping against its recipe and run it; return the result Markdown."""
+    from distillab.recipes import RECIPES
+    from distillab.recipes.study import Study
+
+    name = data.get("recipe")
+    if name not in RECIPES:
+        raise UserError(f"{source}: recipe: {name!r} unknown (known: {', '.join(RECIPES)})")
+    cls, module = RECIPES[name]
+    cfg = validate(cls, data, source)
+    console.print(f"[bold]{name}[/] → {out}")
+    with Study(out, module.count_runs(cfg), console) as study:
+        md = module.run(cfg, out, study)
+    console.print(md)
+    return md
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    data = apply_overrides(load_yaml(args.config), args.overrides)
+    if args.data_dir:
+        data.setdefault("data", {})["data_dir"] = args.data_dir
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    run_config(data, out, console, str(args.config))
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    text = resources.files("distillab.presets").joinpath(DEMO_PRESET).read_text()
+    import yaml
+
+    data = apply_overrides(yaml.safe_load(text), args.overrides)
+    if args.data_dir:
+        data.setdefault("data", {})["data_dir"] = args.data_dir
+    console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
+                  "student 2x800 distilled; 3 seeds (about 10 minutes on 2 cores).")
+    run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}")
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> None:
+    from distillab.results.report import report_rows
+    from distillab.results.stats import csv_table, markdown_table
+
+    header, rows = report_rows(Path(args.runs_dir))
+    print(csv_table(header, rows) if args.csv else markdown_table(header, rows))
+
+
+def cmd_profile(args: argparse.Namespace, console: Console) -> None:
+    from distillab.models import create_model
+    from distillab.profile import cost_table, profile_models
+    from distillab.results.stats import markdown_table
+
+    c, h, _ = _parse_shape(args.input_shape)
+    models = [(n, create_model(n, args.num_classes, c, h)) for n in args.models]
+    header, rows = cost_table(profile_models(models, (c, h, h), repeats=args.repeats))
+    print(markdown_table(header, rows))
+    print(f"\nCPU latency (median), input {c}x{h}x{h}; speed-up = latency@256 of {args.models[0]} / latency@256, "
+          f"compression = params of {args.models[0]} / params.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distillab", description="Transfer learning and knowledge distillation lab.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a recipe from a YAML config")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    r.add_argument("--out", help="output folder (default runs/<config name>)")
+    r.add_argument("--data-dir", help="folder holding the dataset files")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale")
+    d.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--data-dir", help="folder holding the dataset files")
+    d.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds")
+    rep.add_argument("runs_dir")
+    rep.add_argument("--csv", action="store_true")
+    rep.set_defaults(func=cmd_report)
+
+    pr = sub.add_parser("profile", help="params, mult-adds, latency, speed-up, compression")
+    pr.add_argument("models", nargs="+")
+    pr.add_argument("--input-shape", default="1x28x28")
+    pr.add_argument("--num-classes", type=int, default=10)
+    pr.add_argument("--repeats", type=int, default=20)
+    pr.set_defaults(func=cmd_profile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        args.func(args, console)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

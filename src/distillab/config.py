@@ -1,0 +1,137 @@
+"""Configuration: pydantic models shared by recipes, YAML loading and ``a.b=v`` overrides.
+
+Each recipe owns its own config class (see :mod:`distillab.recipes`); this module holds the
+pieces they compose (data, model, optimisation) and the loading/validation plumbing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distillab.errors import UserError
+
+
+class Strict(BaseModel):
+    """Base for all config models: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(Strict):
+    """Per-sample augmentation applied on whole batches (see :mod:`distillab.data.loader`)."""
+
+    jitter: int = Field(0, ge=0, description="random translation by up to this many pixels, zero fill")
+    crop_padding: int = Field(0, ge=0, description="random crop after reflect-padding by this many pixels")
+    hflip: bool = False
+
+
+class DataConfig(Strict):
+    """Which data, how it is split, and how batches are made."""
+
+    source: str = "fashion-mnist"
+    data_dir: str | None = None
+    val_size: int = Field(5000, ge=0, description="examples held out of the training set for validation")
+    train_subset: int | None = Field(None, ge=1, description="use only this many training examples (seeded)")
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(Strict):
+    """A model from the zoo: ``name`` like ``mlp:1200-1200``, ``resnet20``, ``timm:resnet18``."""
+
+    name: str
+    kwargs: dict[str, Any] = {}
+
+
+class OptimConfig(Strict):
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "cosine"] = "cosine"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of training")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
+
+
+class TrainConfig(Strict):
+    """How long and how to train one model."""
+
+    epochs: int = Field(10, ge=1)
+    optim: OptimConfig = OptimConfig()
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``0.1``, ``[1,2]``, ``true``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """Condense a pydantic error into one line naming the first offending field."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    got = ""
+    if first["type"] != "extra_forbidden" and "input" in first and not isinstance(first["input"], dict):
+        got = f" (got {first['input']!r})"
+    return f"{source}: {loc}: {msg}{got}{extra}"
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config") -> Any:
+    """Validate ``data`` against ``model``; raise :class:`UserError` with a one-line message."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(e, source)) from None
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (what is saved in every run directory)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

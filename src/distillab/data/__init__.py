@@ -1,0 +1,8 @@
+"""Data: named sources held in memory, seeded splits and a batch-augmenting loader."""
+
+from distillab.data.loader import BatchLoader, augment_batch, shift_batch
+from distillab.data.prepare import DataBundle, prepare_data
+from distillab.data.sources import SOURCES, Dataset, load_source
+
+__all__ = ["BatchLoader", "DataBundle", "Dataset", "SOURCES", "augment_batch", "load_source",
+           "prepare_data", "shift_batch"]

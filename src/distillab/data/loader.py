@@ -1,0 +1,105 @@
+"""An in-memory batch loader whose augmentation runs on the whole batch at once.
+
+Images stay uint8 on the target device; each batch is gathered, converted to float, augmented
+with per-sample random parameters (translation, padded crop, flip) by tensor indexing, and
+normalised. All randomness comes from a generator seeded by ``(seed, epoch)``, so an epoch is
+reproducible on its own — which is what makes ``--resume`` identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from distillab.config import AugmentConfig
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A distinct, stable seed for each (seed, epoch, stream) triple."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def shift_batch(x: torch.Tensor, max_shift: int, gen: torch.Generator, mode: str = "constant") -> torch.Tensor:
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
+
+    Implemented as pad-then-crop with one gather for the whole batch; ``mode="constant"``
+    fills with zeros (Hinton's jitter), ``"reflect"`` gives the usual padded random crop.
+    """
+    if max_shift <= 0:
+        return x
+    b, c, h, w = x.shape
+    k = max_shift
+    padded = F.pad(x, (k, k, k, k), mode=mode)
+    oy = torch.randint(0, 2 * k + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * k + 1, (b,), generator=gen).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # b,1,h,1
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # b,1,1,w
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows, cols]
+
+
+def flip_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2."""
+    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+
+def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Apply the configured augmentations to a float batch."""
+    if aug.jitter:
+        x = shift_batch(x, aug.jitter, gen, "constant")
+    if aug.crop_padding:
+        mode = "reflect" if aug.crop_padding < min(x.shape[-2:]) else "constant"
+        x = shift_batch(x, aug.crop_padding, gen, mode)
+    if aug.hflip:
+        x = flip_batch(x, gen)
+    return x
+
+
+class BatchLoader:
+    """Serve (x, y) batches from uint8 images held in memory.
+
+    Args:
+        x: uint8 images (N, C, H, W); moved to ``device`` once.
+        y: int64 labels (N,).
+        mean, std: per-channel statistics (0..1 scale) used to normalise.
+        augment: augmentation applied to training batches; None for evaluation.
+        shuffle: new seeded order every epoch.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
+                 std: torch.Tensor, augment: AugmentConfig | None = None, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and augmentation the next iteration reproduces."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
+        n = len(self.y)
+        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            xb = self.x[idx].float() * self._scale - self._shift
+            if self.augment is not None:
+                xb = augment_batch(xb, self.augment, gen)
+            yield xb, self.y[idx]

@@ -1,0 +1,153 @@
+"""Checkpoints: safetensors for tensors, JSON for the rest, every write atomic.
+
+A run directory holds
+  ``model.safetensors``        the final student, with the model's recipe in the metadata
+  ``ckpt-<epoch>.safetensors`` resumable training state (modules + optimiser tensors)
+  ``state.json``               the commit point: which ckpt file is current, epoch, optimiser scalars
+A crash between writes leaves the previous ``state.json`` pointing at a complete older file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from distillab.errors import UserError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    # clone: safetensors refuses tensors that share storage (tied weights, views).
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is unreadable ({str(e).splitlines()[0]})") from None
+
+
+# ---------------------------------------------------------------- final models
+def save_model(path: Path, model: nn.Module, spec: dict[str, Any]) -> None:
+    """Save a model's weights with ``spec`` (name, kwargs, num_classes, in_chans, img_size, data)."""
+    _save_tensors(path, model.state_dict(), {"distillab": json.dumps(spec)})
+
+
+def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Resolve a run dir or model file; return the file and the spec stored with it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise UserError(f"model checkpoint not found: {p} (train that run first)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        spec = json.loads(meta["distillab"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise UserError(f"model checkpoint {p} is not a distillab model file ({type(e).__name__})") from None
+    return p, spec
+
+
+def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tuple[int, ...] | None = None,
+               device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild a saved model from its spec and load its weights; check it fits the data."""
+    from distillab.models import create_model
+
+    p, spec = read_model_spec(path)
+    if num_classes is not None and spec["num_classes"] != num_classes:
+        raise UserError(f"checkpoint {p} predicts {spec['num_classes']} classes but the data has {num_classes}")
+    if in_shape is not None and [spec["in_chans"], spec["img_size"]] != [in_shape[0], in_shape[-1]]:
+        raise UserError(f"checkpoint {p} expects {spec['in_chans']}x{spec['img_size']}px inputs, "
+                        f"the data has {in_shape[0]}x{in_shape[-1]}px")
+    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **spec["kwargs"])
+    tensors, _ = _load_tensors(p)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {p} does not match model {spec['name']} ({str(e).splitlines()[0]})") from None
+    return model.to(device)
+
+
+# ---------------------------------------------------------------- resumable training state
+def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
+                     extra: dict[str, Any]) -> None:
+    """Save everything needed to continue after ``epoch`` completed epochs."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, mod in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in mod.state_dict().items()})
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in opt["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    fname = f"ckpt-{epoch:04d}.safetensors"
+    _save_tensors(run_dir / fname, tensors)
+    state = {"epoch": epoch, "file": fname, "param_groups": opt["param_groups"], "optim_scalars": scalars, **extra}
+    old = read_train_state(run_dir)
+    atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1))
+    if old and old["file"] != fname:  # only after the new state is committed
+        (run_dir / old["file"]).unlink(missing_ok=True)
+
+
+def read_train_state(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / STATE_FILE
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        raise UserError(f"training state {p} is corrupt; delete it to restart the run") from None
+
+
+def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore modules and optimiser from the committed checkpoint; return the JSON state."""
+    state = read_train_state(run_dir)
+    assert state is not None
+    tensors, _ = _load_tensors(run_dir / state["file"])
+    for name, mod in modules.items():
+        prefix = name + "."
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            mod.load_state_dict(sd)
+        except RuntimeError as e:
+            raise UserError(f"checkpoint {run_dir / state['file']} does not match {name} ({str(e).splitlines()[0]})") from None
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[key] = v
+    for idx, sc in state["optim_scalars"].items():
+        opt_state.setdefault(int(idx), {}).update(sc)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    return state

@@ -1,0 +1,96 @@
+"""One training run: spec → validated inputs → run directory with config, metrics, model, summary.
+
+Everything that can fail on bad input (data, model name, teacher checkpoints) is checked
+*before* the run directory is touched, and an existing directory holding a different config is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
+from distillab.data import DataBundle, prepare_data
+from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, load_model, save_model
+from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
+from distillab.errors import UserError
+from distillab.methods import MethodConfig, SupervisedConfig, Teacher, build_objective
+from distillab.models import count_params, create_model
+from distillab.profile import count_macs
+
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+
+
+class RunSpec(Strict):
+    """Everything that defines one trained model (the seed is given separately)."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    method: MethodConfig = SupervisedConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def _check_run_dir(run_dir: Path, text: str) -> str:
+    """'new', 'resume' or 'done'; refuses a directory that holds another configuration."""
+    cfg = run_dir / CONFIG_FILE
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "new"
+    if not cfg.is_file():
+        raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
+    if yaml.safe_load(cfg.read_text()) != yaml.safe_load(text):
+        raise UserError(f"run directory {run_dir} holds a run with a different config; "
+                        f"choose another --out or delete it")
+    return "done" if (run_dir / SUMMARY_FILE).is_file() else "resume"
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / SUMMARY_FILE).read_text())
+
+
+def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
+                device: torch.device | None = None, data: DataBundle | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) one run; return its summary."""
+    text = dump_yaml(spec) + f"seed: {seed}\n"
+    state = _check_run_dir(run_dir, text)
+    if state == "done":
+        return read_summary(run_dir)
+    device = device or choose_device()
+    data = data or prepare_data(spec.data, seed, device)
+    c, _, w = data.shape
+
+    def load_teacher(paths: list[str]) -> Teacher:
+        members = [load_model(p, num_classes=data.num_classes, in_shape=data.shape, device=device) for p in paths]
+        return Teacher(members)
+
+    torch.manual_seed(seed)
+    student = create_model(spec.model.name, data.num_classes, c, w, **spec.model.kwargs).to(device)
+    objective = build_objective(spec.method, student, load_teacher).to(device)
+
+    # Inputs are valid: only now touch the disk.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, text)
+    t0 = time.perf_counter()
+    trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress)
+    history = trainer.fit()
+    wall = time.perf_counter() - t0
+    model_spec = {"name": spec.model.name, "kwargs": spec.model.kwargs, "num_classes": data.num_classes,
+                  "in_chans": c, "img_size": w, "data": spec.data.source}
+    save_model(run_dir / MODEL_FILE, student, model_spec)
+    test = evaluate(objective.eval_model(), data.test)
+    summary = {
+        "seed": seed, "model": spec.model.name, "method": spec.method.name,
+        "test_acc": test["acc"], "test_top5": test["top5"], "test_errors": test["errors"], "test_n": test["n"],
+        "val_acc": history[-1].get("val_acc") if history else None,
+        "params": count_params(student), "macs": count_macs(student, data.shape),
+        "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
+        "wall_seconds_this_session": wall, "device": device.type,
+    }
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,165 @@
+"""The training loop. It knows no method: it sums the objective's named losses, steps the
+optimiser on a schedule, evaluates, checkpoints and logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from distillab.config import OptimConfig, TrainConfig
+from distillab.data.loader import BatchLoader, epoch_seed
+from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
+from distillab.methods.base import Objective
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    """CUDA when present, else CPU; ``$DISTILLAB_DEVICE`` or ``requested`` overrides."""
+    name = requested or os.environ.get("DISTILLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (a pure function, so resume needs no
+    scheduler state): linear warm-up, then constant, step decay at fractions of training, or cosine."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        done = step / total_steps
+        return cfg.gamma ** sum(done >= m for m in cfg.milestones)
+    t = (step - warm) / max(1, total_steps - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, float]:
+    """Top-1 / top-5 accuracy, error count and mean cross-entropy of ``model`` on ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = correct5 = n = 0
+    loss = 0.0
+    for x, y in loader:
+        logits = model(x).float()
+        loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        k = min(5, logits.shape[1])
+        correct5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
+
+
+class Progress(Protocol):
+    """What the trainer reports to a progress display."""
+
+    def start(self, description: str, total: int) -> None: ...
+    def advance(self, n: int = 1, **fields: Any) -> None: ...
+    def finish(self) -> None: ...
+
+
+class Trainer:
+    """Train ``objective`` on ``train`` for ``cfg.epochs``, resuming from ``run_dir`` if possible.
+
+    Reproducibility: model init is seeded by the caller; each epoch's data order, augmentation and
+    dropout come from seeds derived from ``(seed, epoch)``, and a checkpoint is written after every
+    ``cfg.checkpoint_every`` epochs — so a killed run resumed from its last checkpoint ends with the
+    same weights (on CPU) as one never interrupted.
+    """
+
+    def __init__(self, objective: Objective, train: BatchLoader, cfg: TrainConfig, run_dir: Path, *, seed: int,
+                 val: BatchLoader | None = None, progress: Progress | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.objective = objective
+        self.train_loader = train
+        self.val_loader = val
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.seed = seed
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.optimizer = make_optimizer(objective.trainable_parameters(), cfg.optim)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def _metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def _resume(self) -> int:
+        """Load the last committed state if any; drop metric lines of epochs not checkpointed."""
+        if read_train_state(self.run_dir) is None:
+            self._metrics_path().write_text("")
+            return 0
+        state = load_train_state(self.run_dir, self.objective.saved_modules(), self.optimizer)
+        start = int(state["epoch"])
+        lines = self._metrics_path().read_text().splitlines() if self._metrics_path().exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= start]
+        self._metrics_path().write_text("".join(ln + "\n" for ln in kept))
+        return start
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Run the remaining epochs; return all epoch records (including resumed ones)."""
+        cfg, opt = self.cfg, self.optimizer
+        start = self._resume()
+        steps_per_epoch = len(self.train_loader)
+        total = cfg.epochs * steps_per_epoch
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(epoch_seed(self.seed, epoch, stream=2))  # dropout and other in-model noise
+            self.train_loader.set_epoch(epoch)
+            self.objective.train()
+            sums: dict[str, float] = {}
+            if self.progress:
+                self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            for i, (x, y) in enumerate(self.train_loader):
+                step = epoch * steps_per_epoch + i
+                factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
+                for g, base in zip(opt.param_groups, self.base_lrs):
+                    g["lr"] = base * factor
+                losses = self.objective(x, y, step / total)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower train.optim.lr "
+                        f"or set train.optim.grad_clip")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(list(self.objective.trainable_parameters()), cfg.optim.grad_clip)
+                opt.step()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.item()
+                if self.progress:
+                    self.progress.advance(1, loss=loss.item())
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                                      **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()}}
+            if self.val_loader is not None:
+                ev = evaluate(self.objective.eval_model(), self.val_loader)
+                record.update(val_acc=ev["acc"], val_loss=ev["loss"])
+            record["seconds"] = time.perf_counter() - t0
+            # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
+            with self._metrics_path().open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), opt, {"seed": self.seed})
+            if self.progress:
+                self.progress.finish()
+            if self.on_epoch:
+                self.on_epoch(record)
+        return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]

@@ -1,0 +1,43 @@
+"""Small convolutional nets for 8x8 … 32x32 inputs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from distillab.errors import UserError
+from distillab.models.blocks import BlockNet
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm, GroupNorm (32 groups or fewer when channels are few) or nothing."""
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "gn":
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise UserError(f"model norm {kind!r} unknown (use bn, gn or none)")
+
+
+def cnn(in_chans: int, img_size: int, widths: list[int], num_classes: int, norm: str = "bn",
+        pool_every: int = 1, fc: int = 0, dropout: float = 0.0) -> BlockNet:
+    """Conv3x3 → norm → ReLU blocks, max-pooling after every ``pool_every`` blocks while the
+    feature map is larger than 2x2, then optional fc blocks and a linear head on pooled features."""
+    blocks: list[nn.Module] = []
+    c, size = in_chans, img_size
+    for i, w in enumerate(widths):
+        layers: list[nn.Module] = [nn.Conv2d(c, w, 3, padding=1, bias=norm == "none"), norm_layer(norm, w),
+                                   nn.ReLU(inplace=True)]
+        if (i + 1) % pool_every == 0 and size >= 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        blocks.append(nn.Sequential(*layers))
+        c = w
+    if fc:
+        blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, fc), nn.ReLU(inplace=True),
+                                    nn.Dropout(dropout)))
+        head: nn.Module = nn.Linear(fc, num_classes)
+    else:
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+    return BlockNet(blocks, head)

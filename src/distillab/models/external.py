@@ -1,0 +1,91 @@
+"""timm and torchvision models behind the zoo's block interface.
+
+The wrapped network is registered once (its state_dict keys get a ``net.`` prefix); the block
+list is kept outside the module tree so parameters are not registered twice. timm models are
+grouped with their own ``group_matcher(coarse=True)`` (stem, stages, head); torchvision models
+by their top-level children.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distillab.errors import UserError
+
+
+class _Group(nn.Module):
+    """A view on some modules of another network: one transferable block."""
+
+    def __init__(self, modules: list[nn.Module], tap: nn.Module) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        object.__setattr__(self, "tap", tap)  # not a child: already inside ``parts``
+
+
+def _common_prefix(names: list[str]) -> str:
+    split = [n.split(".") for n in names]
+    out = []
+    for parts in zip(*split):
+        if all(p == parts[0] for p in parts):
+            out.append(parts[0])
+        else:
+            break
+    return ".".join(out)
+
+
+class ExternalNet(nn.Module):
+    """A timm / torchvision classifier exposing ``blocks``, ``head`` and ``tap_modules``."""
+
+    def __init__(self, net: nn.Module, groups: list[list[str]], repeat_gray: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.repeat_gray = repeat_gray
+        mods = dict(net.named_modules())
+        built = []
+        for names in groups:
+            prefix = _common_prefix(names)
+            tap = mods[prefix] if prefix in mods and prefix else mods[names[-1]]
+            built.append(_Group([mods[n] for n in names], tap))
+        object.__setattr__(self, "_groups", built)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return self._groups[:-1]
+
+    @property
+    def head(self) -> nn.Module:
+        return self._groups[-1]
+
+    def tap_modules(self) -> list[nn.Module]:
+        return [g.tap for g in self.blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.repeat_gray and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)
+
+
+def timm_model(name: str, num_classes: int, in_chans: int, **kw) -> ExternalNet:
+    import timm
+    from timm.models._manipulate import group_modules
+
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names
+        raise UserError(f"model timm:{name}: {e}") from None
+    groups = group_modules(net, net.group_matcher(coarse=True))
+    return ExternalNet(net, [groups[k] for k in sorted(groups)])
+
+
+def torchvision_model(name: str, num_classes: int, in_chans: int, **kw) -> ExternalNet:
+    import torchvision
+
+    try:
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
+    except ValueError as e:
+        raise UserError(f"model torchvision:{name}: {e}") from None
+    children = [n for n, m in net.named_children() if any(True for _ in m.parameters())]
+    if in_chans not in (1, 3):
+        raise UserError(f"model torchvision:{name}: expects 3 input channels (or 1, repeated), data has {in_chans}")
+    return ExternalNet(net, [[c] for c in children], repeat_gray=in_chans == 1)

@@ -1,0 +1,17 @@
+"""Recipes: one module per study, each with a config class, ``run`` and ``count_runs``.
+
+``RECIPES`` maps the ``recipe:`` key of a YAML config to its module.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from distillab.recipes import hinton, train
+
+RECIPES: dict[str, tuple[type, ModuleType]] = {
+    "train": (train.TrainRecipe, train),
+    "hinton": (hinton.HintonRecipe, hinton),
+}
+
+__all__ = ["RECIPES"]

@@ -1,0 +1,98 @@
+"""Recipe ``hinton``: Hinton, Vinyals & Dean 2015 — a big regularised teacher, a small student
+trained alone, and the same student trained on the teacher's soft targets (section 4 of
+docs/methods.md). Table in the lecture's layout, mean ± std over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.engine.run import RunSpec
+from distillab.methods import KDConfig
+from distillab.recipes.study import Study
+from distillab.results.stats import fmt_pm, mean_std
+
+
+class Role(Strict):
+    """A model, its augmentation and its training schedule."""
+
+    model: ModelConfig
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class Distill(Strict):
+    temperature: float = Field(20.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft term; (1 - alpha) weights the labels")
+    train: TrainConfig | None = Field(None, description="defaults to the student's schedule")
+
+
+class HintonRecipe(Strict):
+    recipe: Literal["hinton"] = "hinton"
+    data: DataConfig = DataConfig()
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    teacher: Role
+    student: Role
+    distill: Distill = Distill()
+
+
+def _hidden(model: ModelConfig) -> str:
+    """'2x1200' for mlp:1200-1200, else the model name."""
+    name = model.name
+    if name.startswith("mlp:"):
+        widths = name[4:].split("-")
+        return f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else name[4:]
+    return name
+
+
+def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
+    def spec(role: Role, **kw) -> RunSpec:
+        return RunSpec(data=cfg.data.model_copy(update={"augment": role.augment}), model=role.model,
+                       train=role.train, **kw)
+
+    results: dict[str, list[dict]] = {"teacher": [], "student": [], "distilled": []}
+    for seed in cfg.seeds:
+        results["teacher"].append(study.run("teacher", spec(cfg.teacher), seed))
+        results["student"].append(study.run("student", spec(cfg.student), seed))
+        kd = KDConfig(temperature=cfg.distill.temperature, alpha=cfg.distill.alpha,
+                      teacher=[str(study.run_dir("teacher", seed))])
+        distill_spec = spec(cfg.student, method=kd).model_copy(
+            update={"train": cfg.distill.train or cfg.student.train})
+        results["distilled"].append(study.run("distilled", distill_spec, seed))
+
+    labels = {
+        "teacher": f"Teacher ({_hidden(cfg.teacher.model)}{_regularisers(cfg.teacher)})",
+        "student": f"Student alone ({_hidden(cfg.student.model)}{_regularisers(cfg.student)})",
+        "distilled": f"Distilled student ({_hidden(cfg.student.model)}, soft targets T={cfg.distill.temperature:g}, "
+                     f"alpha={cfg.distill.alpha:g})",
+    }
+    hidden = {"teacher": _hidden(cfg.teacher.model), "student": _hidden(cfg.student.model),
+              "distilled": _hidden(cfg.student.model)}
+    header = ["model", "hidden units", "test errors", "test accuracy (%)"]
+    rows = [[labels[k], hidden[k], fmt_pm([r["test_errors"] for r in v], 1), fmt_pm([r["test_acc"] for r in v], 2, 100)]
+            for k, v in results.items()]
+    gain = mean_std([d["test_acc"] - s["test_acc"] for d, s in zip(results["distilled"], results["student"])])
+    n_test = results["student"][0]["test_n"]
+    verdict = ("the distilled student is ahead of the student trained alone" if gain[0] > 0
+               else "the distilled student is NOT ahead of the student trained alone")
+    notes = (f"{cfg.data.source}, {n_test} test images, {len(cfg.seeds)} seeds (mean ± std). "
+             f"Distillation gain over the student alone: {100 * gain[0]:+.2f} ± {100 * gain[1]:.2f} points "
+             f"— {verdict}.")
+    return study.write_table("results", "Hinton et al. 2015: distilling a big net into a small one", header, rows, notes)
+
+
+def _regularisers(role: Role) -> str:
+    parts = []
+    kw = role.model.kwargs
+    if kw.get("dropout") or kw.get("input_dropout"):
+        parts.append("dropout")
+    if role.augment.jitter:
+        parts.append(f"±{role.augment.jitter}px jitter")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+def count_runs(cfg: HintonRecipe) -> int:
+    return 3 * len(cfg.seeds)

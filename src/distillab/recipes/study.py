@@ -1,0 +1,52 @@
+"""What every recipe uses: a place for its runs, a progress display, and result files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from distillab.engine.progress import RichProgress
+from distillab.engine.run import RunSpec, execute_run
+from distillab.results.stats import csv_table, markdown_table
+
+
+class Study:
+    """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
+
+    def __init__(self, out: Path, total_runs: int, console: Console | None = None) -> None:
+        self.out = out
+        self.console = console or Console()
+        self.progress = RichProgress(total_runs, self.console)
+
+    def __enter__(self) -> "Study":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.out / name / f"seed{seed}"
+
+    def run(self, name: str, spec: RunSpec, seed: int) -> dict[str, Any]:
+        """Train (or resume / read back) the run ``name`` for ``seed``; return its summary."""
+        self.progress.begin_run(f"{name} seed {seed}")
+        summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress)
+        self.progress.end_run()
+        self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
+                          f"({summary['test_errors']} errors)")
+        return summary
+
+    def write_table(self, stem: str, title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+                    notes: str = "") -> str:
+        """Save ``<stem>.md`` / ``<stem>.csv`` in the study folder and return the Markdown."""
+        md = f"### {title}\n\n{markdown_table(header, rows)}\n"
+        if notes:
+            md += f"\n{notes}\n"
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / f"{stem}.md").write_text(md)
+        (self.out / f"{stem}.csv").write_text(csv_table(header, rows))
+        return md

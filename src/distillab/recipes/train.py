@@ -1,0 +1,32 @@
+"""Recipe ``train``: one model, one objective, over seeds (the building block of every study)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.engine.run import RunSpec
+from distillab.profile import human
+from distillab.recipes.study import Study
+from distillab.results.stats import fmt_pm
+
+
+class TrainRecipe(RunSpec):
+    recipe: Literal["train"] = "train"
+    name: str = Field("run", description="folder name of the runs inside the output directory")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+def run(cfg: TrainRecipe, out: Path, study: Study) -> str:
+    spec = RunSpec(data=cfg.data, model=cfg.model, method=cfg.method, train=cfg.train)
+    runs = [study.run(cfg.name, spec, s) for s in cfg.seeds]
+    header = ["run", "model", "method", "# params", "seeds", "test acc (%)", "test errors"]
+    rows = [[cfg.name, cfg.model.name, cfg.method.name, human(runs[0]["params"]), str(len(runs)),
+             fmt_pm([r["test_acc"] for r in runs], 2, 100), fmt_pm([r["test_errors"] for r in runs], 1)]]
+    return study.write_table("results", f"{cfg.name} on {cfg.data.source}", header, rows)
+
+
+def count_runs(cfg: TrainRecipe) -> int:
+    return len(cfg.seeds)

@@ -1,0 +1,44 @@
+"""``distillab report RUNS_DIR``: every finished run under a folder, grouped by configuration
+(the run's config without its seed), mean ± std over seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE
+from distillab.errors import UserError
+from distillab.profile import human
+from distillab.results.stats import fmt_pm
+
+
+def collect(root: Path) -> list[dict]:
+    """One dict per configuration: name, summaries of its seeds."""
+    if not root.is_dir():
+        raise UserError(f"runs directory not found: {root}")
+    groups: dict[str, dict] = {}
+    for summ in sorted(root.rglob(SUMMARY_FILE)):
+        run_dir = summ.parent
+        cfg = run_dir / CONFIG_FILE
+        if not cfg.is_file():
+            continue
+        key = "\n".join(ln for ln in cfg.read_text().splitlines() if not ln.startswith("seed:"))
+        try:
+            s = json.loads(summ.read_text())
+        except ValueError:
+            raise UserError(f"run summary {summ} is corrupt") from None
+        name = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        groups.setdefault(key, {"name": name, "runs": []})["runs"].append(s)
+    if not groups:
+        raise UserError(f"no finished runs (summary.json) under {root}")
+    return list(groups.values())
+
+
+def report_rows(root: Path) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "model", "method", "# params", "# mult-adds", "seeds", "test acc (%)", "test errors"]
+    rows = []
+    for g in collect(root):
+        r = g["runs"]
+        rows.append([g["name"], r[0]["model"], r[0]["method"], human(r[0]["params"]), human(r[0]["macs"]),
+                     str(len(r)), fmt_pm([x["test_acc"] for x in r], 2, 100), fmt_pm([x["test_errors"] for x in r], 1)])
+    return header, rows
