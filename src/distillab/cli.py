@@ -46,7 +46,7 @@ def run_config(data: dict, out: Path, console: Console, source: str) -> str:
     console.print(f"[bold]{name}[/] → {out}")
     with Study(out, module.count_runs(cfg), console) as study:
         md = module.run(cfg, out, study)
-    console.print(md)
+    console.print(md, soft_wrap=True, markup=False, highlight=False)
     return md
 
 

@@ -21,11 +21,13 @@ def subset_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     if size >= n:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(seed + 17)
-    classes = labels.unique()
+    classes, counts = labels.unique(return_counts=True)
+    # Largest-remainder allocation: class shares proportional to their counts, summing to ``size``.
+    exact = counts.double() * size / n
+    shares = exact.floor().long()
+    shares[(exact - shares).argsort(descending=True)[: size - int(shares.sum())]] += 1
     picked = []
-    for c in classes.tolist():
+    for c, k in zip(classes.tolist(), shares.tolist()):
         pos = (labels == c).nonzero().flatten()
-        share = round(size * len(pos) / n)
-        picked.append(pos[torch.randperm(len(pos), generator=gen)[:share]])
-    out = torch.cat(picked)
-    return out.sort().values
+        picked.append(pos[torch.randperm(len(pos), generator=gen)[:k]])
+    return torch.cat(picked).sort().values

@@ -116,6 +116,7 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining epochs; return all epoch records (including resumed ones)."""
         cfg, opt = self.cfg, self.optimizer
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self._resume()
         steps_per_epoch = len(self.train_loader)
         total = cfg.epochs * steps_per_epoch

@@ -43,6 +43,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
             hidden = _widths(name, name.partition(":")[2])
             return mlp(in_chans * img_size * img_size, hidden, num_classes, **kwargs)
         if name.startswith("cnn:"):
+            if not name[4:]:
+                raise UserError(f"model {name!r}: give at least one conv width, e.g. cnn:32-64")
             return cnn(in_chans, img_size, _widths(name, name[4:]), num_classes, **kwargs)
         if m := re.fullmatch(r"resnet(\d+)(x4)?", name):
             return cifar_resnet(int(m.group(1)), num_classes, in_chans, wide=bool(m.group(2)), **kwargs)

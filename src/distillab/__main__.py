@@ -1,0 +1,5 @@
+import sys
+
+from distillab.cli import main
+
+sys.exit(main())
