@@ -135,3 +135,24 @@ def test_prepare_data_shapes():
     b = prepare_data(cfg, seed=0)
     assert b.num_classes == 10 and b.shape == (1, 8, 8)
     assert len(b.train.y) == 500 and len(b.val.y) == 100
+
+
+def test_imagefolder_source(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 3), ("test", 2)):
+        for cls, color in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20 + i, 10), color).save(d / f"{i}.png")
+    ds = load_source(f"imagefolder:{tmp_path}", image_size=12)
+    assert ds.x_train.shape == (6, 3, 12, 12) and ds.x_test.shape == (4, 3, 12, 12)
+    assert ds.classes == ["cat", "dog"]
+    red = ds.x_train[ds.y_train == 0]
+    assert (red[:, 0] == 255).all() and (red[:, 2] == 0).all()
+
+
+def test_imagefolder_needs_splits(tmp_path):
+    with pytest.raises(UserError, match="train/ and test/"):
+        load_source(f"imagefolder:{tmp_path}")

@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     if args.data_dir:
         data.setdefault("data", {})["data_dir"] = args.data_dir
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
-                  "student 2x800 distilled; 3 seeds (about 10 minutes on 2 cores).")
+                  "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}")
 
 

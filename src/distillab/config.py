@@ -29,13 +29,31 @@ class AugmentConfig(Strict):
     hflip: bool = False
 
 
+class ClassSplitConfig(Strict):
+    """Split a dataset's classes into halves A and B and keep one (labels re-indexed 0..k-1).
+
+    ``random``: a seeded random half; ``semantic``: the named grouping shipped for the dataset
+    (see :data:`distillab.data.splits.SEMANTIC_SPLITS`); ``a``: an explicit list of class names or
+    indices for A (B is the rest).
+    """
+
+    split: Literal["random", "semantic", "explicit"] = "random"
+    part: Literal["A", "B"] = "A"
+    seed: int = 0
+    a: list[str | int] | None = None
+
+
 class DataConfig(Strict):
     """Which data, how it is split, and how batches are made."""
 
     source: str = "fashion-mnist"
     data_dir: str | None = None
+    image_size: int = Field(32, ge=4, description="side length images of imagefolder sources are resized to")
     val_size: int = Field(5000, ge=0, description="examples held out of the training set for validation")
     train_subset: int | None = Field(None, ge=1, description="use only this many training examples (seeded)")
+    classes: ClassSplitConfig | None = Field(None, description="keep only half A or B of the classes")
+    shots: int | None = Field(None, ge=1, description="few-shot: keep k training examples per class (seeded)")
+    fraction: float | None = Field(None, gt=0, le=1, description="keep this fraction of the training set (stratified)")
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     augment: AugmentConfig = AugmentConfig()

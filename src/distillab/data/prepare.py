@@ -10,7 +10,7 @@ import torch
 from distillab.config import DataConfig
 from distillab.data.loader import BatchLoader
 from distillab.data.sources import Dataset, load_source
-from distillab.data.splits import subset_indices, train_val_indices
+from distillab.data.splits import class_split, few_shot_indices, subset_indices, train_val_indices
 
 
 @dataclass
@@ -26,15 +26,17 @@ class DataBundle:
 
 
 @lru_cache(maxsize=4)
-def _cached_source(name: str, data_dir: str | None) -> Dataset:
+def _cached_source(name: str, data_dir: str | None, image_size: int) -> Dataset:
     # Recipes train many models on one dataset: read and decode the files once per process.
-    return load_source(name, data_dir)
+    return load_source(name, data_dir, image_size)
 
 
 def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
                  dataset: Dataset | None = None) -> DataBundle:
     """Split, subset and wrap a dataset into train / val / test loaders for ``seed``."""
-    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir)
+    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size)
+    if cfg.classes is not None:
+        ds = class_split(ds, cfg.classes)
     x, y = ds.x_train, ds.y_train
     val_loader = None
     if cfg.val_size:
@@ -43,6 +45,10 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
         tr, va = torch.arange(len(y)), None
     if cfg.train_subset is not None:
         tr = tr[subset_indices(y[tr], cfg.train_subset, seed)]
+    if cfg.fraction is not None:
+        tr = tr[subset_indices(y[tr], max(1, round(cfg.fraction * len(tr))), seed)]
+    if cfg.shots is not None:
+        tr = tr[few_shot_indices(y[tr], cfg.shots, seed)]
     xtr = x[tr]
     # Normalisation statistics come from the training part only.
     xf = xtr.float() / 255.0

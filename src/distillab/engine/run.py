@@ -23,6 +23,7 @@ from distillab.errors import UserError
 from distillab.methods import MethodConfig, SupervisedConfig, Teacher, build_objective
 from distillab.models import count_params, create_model
 from distillab.profile import count_macs
+from distillab.transfer import InitConfig, apply_init, layerwise_param_groups
 
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
@@ -35,6 +36,7 @@ class RunSpec(Strict):
     model: ModelConfig
     method: MethodConfig = SupervisedConfig()
     train: TrainConfig = TrainConfig()
+    init: InitConfig | None = None
 
 
 def _check_run_dir(run_dir: Path, text: str) -> str:
@@ -54,6 +56,22 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / SUMMARY_FILE).read_text())
 
 
+def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
+    """Optimiser groups for transfer runs: every student parameter (frozen ones get no gradient,
+    so the optimiser leaves them alone until they are unfrozen), optionally with per-block lrs."""
+    if spec.init is None:
+        return None
+    student = objective.student
+    lr = spec.train.optim.lr
+    if spec.init.layer_decay is not None:
+        groups = layerwise_param_groups(student, lr, spec.init.layer_decay)
+    else:
+        groups = [{"params": list(student.parameters()), "lr": lr}]
+    in_student = {id(p) for p in student.parameters()}
+    extra = [p for p in objective.trainable_parameters() if id(p) not in in_student]
+    return groups + ([{"params": extra, "lr": lr}] if extra else [])
+
+
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
                 device: torch.device | None = None, data: DataBundle | None = None) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; return its summary."""
@@ -71,13 +89,18 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
 
     torch.manual_seed(seed)
     student = create_model(spec.model.name, data.num_classes, c, w, **spec.model.kwargs).to(device)
+    callbacks = []
+    if spec.init is not None:
+        callbacks = apply_init(student, spec.init, lambda p: load_model(p, in_shape=data.shape, device=device))
     objective = build_objective(spec.method, student, load_teacher).to(device)
+    param_groups = _param_groups(spec, objective)
 
     # Inputs are valid: only now touch the disk.
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, text)
     t0 = time.perf_counter()
-    trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress)
+    trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress,
+                      param_groups=param_groups, callbacks=callbacks)
     history = trainer.fit()
     wall = time.perf_counter() - t0
     model_spec = {"name": spec.model.name, "kwargs": spec.model.kwargs, "num_classes": data.num_classes,

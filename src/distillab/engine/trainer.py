@@ -26,7 +26,8 @@ def choose_device(requested: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over parameters or parameter groups (a group's own ``lr`` overrides cfg.lr)."""
     params = list(params)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -86,7 +87,8 @@ class Trainer:
 
     def __init__(self, objective: Objective, train: BatchLoader, cfg: TrainConfig, run_dir: Path, *, seed: int,
                  val: BatchLoader | None = None, progress: Progress | None = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 param_groups: list[dict] | None = None, callbacks: Iterable[Any] = ()) -> None:
         self.objective = objective
         self.train_loader = train
         self.val_loader = val
@@ -95,8 +97,11 @@ class Trainer:
         self.seed = seed
         self.progress = progress
         self.on_epoch = on_epoch
-        self.optimizer = make_optimizer(objective.trainable_parameters(), cfg.optim)
+        self.callbacks = list(callbacks)  # objects with on_epoch_start(epoch), e.g. a freeze schedule
+        groups = param_groups if param_groups is not None else [{"params": list(objective.trainable_parameters())}]
+        self.optimizer = make_optimizer(groups, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def _metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
@@ -124,6 +129,8 @@ class Trainer:
             t0 = time.perf_counter()
             torch.manual_seed(epoch_seed(self.seed, epoch, stream=2))  # dropout and other in-model noise
             self.train_loader.set_epoch(epoch)
+            for cb in self.callbacks:
+                cb.on_epoch_start(epoch)
             self.objective.train()
             sums: dict[str, float] = {}
             if self.progress:
@@ -142,7 +149,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(list(self.objective.trainable_parameters()), cfg.optim.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
                 opt.step()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.item()

@@ -21,9 +21,14 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 def cnn(in_chans: int, img_size: int, widths: list[int], num_classes: int, norm: str = "bn",
-        pool_every: int = 1, fc: int = 0, dropout: float = 0.0) -> BlockNet:
+        pool_every: int = 1, fc: int | list[int] = 0, dropout: float = 0.0) -> BlockNet:
     """Conv3x3 → norm → ReLU blocks, max-pooling after every ``pool_every`` blocks while the
-    feature map is larger than 2x2, then optional fc blocks and a linear head on pooled features."""
+    feature map is at least 4x4, then fully connected blocks (``fc`` widths, each Linear → ReLU →
+    Dropout) on globally pooled features, then a linear head.
+
+    ``cnn:16-32-32-32-32`` with ``fc=[128, 128]`` is a small AlexNet-like 8-layer net: 7 blocks
+    (conv1-5, fc6, fc7) + head (fc8), the layout of Yosinski et al. 2014.
+    """
     blocks: list[nn.Module] = []
     c, size = in_chans, img_size
     for i, w in enumerate(widths):
@@ -34,10 +39,13 @@ def cnn(in_chans: int, img_size: int, widths: list[int], num_classes: int, norm:
             size //= 2
         blocks.append(nn.Sequential(*layers))
         c = w
-    if fc:
-        blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, fc), nn.ReLU(inplace=True),
-                                    nn.Dropout(dropout)))
-        head: nn.Module = nn.Linear(fc, num_classes)
+    fcs = [fc] if isinstance(fc, int) and fc else (list(fc) if fc else [])
+    if fcs:
+        for j, f in enumerate(fcs):
+            first = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if j == 0 else []
+            blocks.append(nn.Sequential(*first, nn.Linear(c, f), nn.ReLU(inplace=True), nn.Dropout(dropout)))
+            c = f
+        head: nn.Module = nn.Linear(c, num_classes)
     else:
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
     return BlockNet(blocks, head)

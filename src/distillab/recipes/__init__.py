@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from distillab.recipes import hinton, train
+from distillab.recipes import hinton, layer_transfer, scratch_vs_pretrain, train
 
 RECIPES: dict[str, tuple[type, ModuleType]] = {
     "train": (train.TrainRecipe, train),
     "hinton": (hinton.HintonRecipe, hinton),
+    "layer-transfer": (layer_transfer.LayerTransferRecipe, layer_transfer),
+    "scratch-vs-pretrained": (scratch_vs_pretrain.ScratchVsPretrainRecipe, scratch_vs_pretrain),
 }
 
 __all__ = ["RECIPES"]

@@ -1,0 +1,92 @@
+"""Recipe ``layer-transfer``: Yosinski et al. 2014, "How transferable are features in deep
+neural networks?" (docs/methods.md section 1).
+
+Split the classes into A and B; train baseA and baseB; for each n, build transfer nets whose
+first n blocks come from baseB (BnB, "selffer") or baseA (AnB), frozen or fine-tuned (+), plus
+the control with n random frozen blocks; report top-1 on B's test set against n.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.engine.run import RunSpec
+from distillab.errors import UserError
+from distillab.models import create_model, get_blocks
+from distillab.recipes.study import Study
+from distillab.results.plots import line_plot
+from distillab.results.stats import fmt_pm
+from distillab.transfer import InitConfig
+
+Variant = Literal["BnB", "BnB+", "AnB", "AnB+", "random"]
+# variant → (base it copies from, frozen?)
+VARIANTS: dict[str, tuple[str | None, bool]] = {
+    "BnB": ("B", True), "BnB+": ("B", False), "AnB": ("A", True), "AnB+": ("A", False), "random": (None, True),
+}
+
+
+class Split(Strict):
+    split: Literal["random", "semantic", "explicit"] = "random"
+    seed: int = 0
+    a: list[str | int] | None = None
+
+
+class LayerTransferRecipe(Strict):
+    recipe: Literal["layer-transfer"] = "layer-transfer"
+    data: DataConfig = DataConfig()
+    split: Split = Split()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    ns: list[int] | None = Field(None, description="block counts to transfer; default 1..L-1")
+    variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS))
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+def _check(cfg: LayerTransferRecipe) -> list[int]:
+    total = len(get_blocks(create_model(cfg.model.name, 2, **cfg.model.kwargs)))
+    ns = cfg.ns if cfg.ns is not None else list(range(1, total))
+    bad = [n for n in ns if not 1 <= n < total]
+    if bad:
+        raise UserError(f"ns: {bad[0]} out of range: {cfg.model.name} has {total} blocks, so n must be in 1..{total - 1}")
+    return ns
+
+
+def count_runs(cfg: LayerTransferRecipe) -> int:
+    return len(cfg.seeds) * (2 + len(_check(cfg)) * len(cfg.variants))
+
+
+def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
+    ns = _check(cfg)
+    half = {p: cfg.data.model_copy(update={"classes": ClassSplitConfig(part=p, **cfg.split.model_dump())})
+            for p in ("A", "B")}
+
+    def spec(part: str, init: InitConfig | None = None) -> RunSpec:
+        return RunSpec(data=half[part], model=cfg.model, train=cfg.train, init=init)
+
+    acc: dict[str, dict[int, list[float]]] = {v: {n: [] for n in ns} for v in cfg.variants}
+    base_b: list[float] = []
+    base_a: list[float] = []
+    for seed in cfg.seeds:
+        base_a.append(study.run("baseA", spec("A"), seed)["test_acc"])
+        base_b.append(study.run("baseB", spec("B"), seed)["test_acc"])
+        for n in ns:
+            for v in cfg.variants:
+                source, frozen = VARIANTS[v]
+                src = str(study.run_dir(f"base{source}", seed)) if source else None
+                s = study.run(f"n{n}/{v}", spec("B", InitConfig(source=src, blocks=n, freeze=frozen)), seed)
+                acc[v][n].append(s["test_acc"])
+
+    header = ["n", *cfg.variants]
+    rows = [[str(n), *(fmt_pm(acc[v][n], 3) for v in cfg.variants)] for n in ns]
+    rows.append(["base B", *(fmt_pm(base_b, 3) for _ in cfg.variants)])
+    plot = line_plot(out / "layer_transfer", f"Layer transfer on {cfg.data.source} ({cfg.split.split} split)",
+                     "layer n at which the network is chopped and retrained", "top-1 accuracy on B (test)",
+                     ns, {v: [acc[v][n] for n in ns] for v in cfg.variants}, {"baseB": base_b}, xticks=ns)
+    notes = (f"Top-1 accuracy on B's test set, mean ± std over {len(cfg.seeds)} seed(s); model {cfg.model.name}; "
+             f"baseA on A: {fmt_pm(base_a, 3)}. Plot: {plot[0].name}, {plot[1].name}.")
+    return study.write_table("results", f"Yosinski et al. 2014: transfer of the first n blocks "
+                             f"({cfg.split.split} split)", header, rows, notes)
