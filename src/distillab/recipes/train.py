@@ -20,7 +20,7 @@ class TrainRecipe(RunSpec):
 
 
 def run(cfg: TrainRecipe, out: Path, study: Study) -> str:
-    spec = RunSpec(data=cfg.data, model=cfg.model, method=cfg.method, train=cfg.train)
+    spec = RunSpec.model_validate(cfg.model_dump(include=set(RunSpec.model_fields)))
     runs = [study.run(cfg.name, spec, s) for s in cfg.seeds]
     header = ["run", "model", "method", "# params", "seeds", "test acc (%)", "test errors"]
     rows = [[cfg.name, cfg.model.name, cfg.method.name, human(runs[0]["params"]), str(len(runs)),
