@@ -27,6 +27,15 @@ class AugmentConfig(Strict):
     jitter: int = Field(0, ge=0, description="random translation by up to this many pixels, zero fill")
     crop_padding: int = Field(0, ge=0, description="random crop after reflect-padding by this many pixels")
     hflip: bool = False
+    resized_crop: tuple[float, float] | None = Field(
+        None, description="random-resized crop: area fraction range, e.g. [0.35, 1.0] (aspect 3/4..4/3)")
+
+    @field_validator("resized_crop")
+    @classmethod
+    def _crop_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("needs 0 < min <= max <= 1")
+        return v
 
 
 class ClassSplitConfig(Strict):

@@ -8,6 +8,7 @@ reproducible on its own — which is what makes ``--resume`` identical to an uni
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -48,8 +49,28 @@ def flip_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
+def resized_crop_batch(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per-sample random-resized crop (area fraction in ``scale``, aspect in ``ratio``), resized
+    back to the input size with bilinear sampling — one ``grid_sample`` for the whole batch."""
+    b = x.shape[0]
+    area = torch.empty(b).uniform_(scale[0], scale[1], generator=gen)
+    log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    aspect = log_r.exp()
+    w = (area * aspect).sqrt().clamp(max=1.0)  # crop width / image width
+    h = (area / aspect).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - w)  # crop centre in [-1, 1] coordinates
+    cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - h)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Apply the configured augmentations to a float batch."""
+    if aug.resized_crop is not None:
+        x = resized_crop_batch(x, aug.resized_crop, gen)
     if aug.jitter:
         x = shift_batch(x, aug.jitter, gen, "constant")
     if aug.crop_padding:

@@ -77,13 +77,19 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tuple[int, ...] | None = None,
-               device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild a saved model from its spec and load its weights; check it fits the data."""
+               data: tuple[str, list[str]] | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild a saved model from its spec and load its weights; check it fits the data.
+
+    ``data`` = (source name, class names): a teacher must have been trained on the same task.
+    """
     from distillab.models import create_model
 
     p, spec = read_model_spec(path)
     if num_classes is not None and spec["num_classes"] != num_classes:
         raise UserError(f"checkpoint {p} predicts {spec['num_classes']} classes but the data has {num_classes}")
+    if data is not None and "classes" in spec and (spec["data"], spec["classes"]) != (data[0], list(data[1])):
+        raise UserError(f"checkpoint {p} was trained on {spec['data']} classes {spec['classes'][:3]}…, "
+                        f"not on this run's data ({data[0]} classes {list(data[1])[:3]}…)")
     if in_shape is not None and [spec["in_chans"], spec["img_size"]] != [in_shape[0], in_shape[-1]]:
         raise UserError(f"checkpoint {p} expects {spec['in_chans']}x{spec['img_size']}px inputs, "
                         f"the data has {in_shape[0]}x{in_shape[-1]}px")

@@ -20,7 +20,7 @@ from distillab.data import DataBundle, prepare_data
 from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
-from distillab.methods import MethodConfig, SupervisedConfig, Teacher, build_objective
+from distillab.methods import Context, MethodConfig, SupervisedConfig, Teacher, build_objective
 from distillab.models import count_params, create_model
 from distillab.profile import count_macs
 from distillab.transfer import InitConfig, apply_init, layerwise_param_groups
@@ -84,7 +84,8 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     c, _, w = data.shape
 
     def load_teacher(paths: list[str]) -> Teacher:
-        members = [load_model(p, num_classes=data.num_classes, in_shape=data.shape, device=device) for p in paths]
+        members = [load_model(p, num_classes=data.num_classes, in_shape=data.shape,
+                              data=(spec.data.source, data.classes), device=device) for p in paths]
         return Teacher(members)
 
     torch.manual_seed(seed)
@@ -92,7 +93,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     callbacks = []
     if spec.init is not None:
         callbacks = apply_init(student, spec.init, lambda p: load_model(p, in_shape=data.shape, device=device))
-    objective = build_objective(spec.method, student, load_teacher).to(device)
+    objective = build_objective(spec.method, student, Context(load_teacher, data.shape)).to(device)
     param_groups = _param_groups(spec, objective)
 
     # Inputs are valid: only now touch the disk.
@@ -104,7 +105,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     history = trainer.fit()
     wall = time.perf_counter() - t0
     model_spec = {"name": spec.model.name, "kwargs": spec.model.kwargs, "num_classes": data.num_classes,
-                  "in_chans": c, "img_size": w, "data": spec.data.source}
+                  "in_chans": c, "img_size": w, "data": spec.data.source, "classes": data.classes}
     save_model(run_dir / MODEL_FILE, student, model_spec)
     test = evaluate(objective.eval_model(), data.test)
     summary = {

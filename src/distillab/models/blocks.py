@@ -61,3 +61,15 @@ def tap_features(model: nn.Module, x: torch.Tensor, indices: Sequence[int]) -> t
         for h in handles:
             h.remove()
     return logits, [store[i] for i in indices]
+
+
+def forward_to_block(model: nn.Module, x: torch.Tensor, index: int) -> torch.Tensor:
+    """Output of block ``index``, computing no further than needed when the model is a BlockNet."""
+    if isinstance(model, BlockNet):
+        n = len(model.blocks)
+        if not -n <= index < n:
+            raise UserError(f"block index {index} out of range: the model has {n} blocks (0..{n - 1})")
+        for block in model.blocks[: index % n + 1]:
+            x = block(x)
+        return x
+    return tap_features(model, x, [index])[1][0]

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from distillab.recipes import hinton, layer_transfer, scratch_vs_pretrain, train
+from distillab.recipes import born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
 
 RECIPES: dict[str, tuple[type, ModuleType]] = {
     "train": (train.TrainRecipe, train),
     "hinton": (hinton.HintonRecipe, hinton),
     "layer-transfer": (layer_transfer.LayerTransferRecipe, layer_transfer),
     "scratch-vs-pretrained": (scratch_vs_pretrain.ScratchVsPretrainRecipe, scratch_vs_pretrain),
+    "fitnets": (fitnets.FitNetsRecipe, fitnets),
+    "born-again": (born_again.BornAgainRecipe, born_again),
+    "label-refinery": (label_refinery.LabelRefineryRecipe, label_refinery),
 }
 
 __all__ = ["RECIPES"]

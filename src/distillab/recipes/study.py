@@ -8,8 +8,13 @@ from typing import Any
 
 from rich.console import Console
 
+from distillab.config import DataConfig
+from distillab.data import prepare_data
+from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import RichProgress
 from distillab.engine.run import RunSpec, execute_run
+from distillab.engine.trainer import choose_device, evaluate
+from distillab.methods import Teacher
 from distillab.results.stats import csv_table, markdown_table
 
 
@@ -39,6 +44,13 @@ class Study:
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors)")
         return summary
+
+    def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
+        """Test metrics of the average of the probabilities of finished runs ``names`` (seed ``seed``)."""
+        device = choose_device()
+        bundle = prepare_data(data, seed, device)
+        members = [load_model(self.run_dir(n, seed), num_classes=bundle.num_classes, device=device) for n in names]
+        return evaluate(Teacher(members), bundle.test)
 
     def write_table(self, stem: str, title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
                     notes: str = "") -> str:

@@ -1,0 +1,75 @@
+"""Recipe ``born-again``: Furlanello et al. 2018 (docs/methods.md section 6).
+
+Per seed: a teacher (generation 0) trained on labels; generation-1 students of the same
+architecture for each variant (BAN, BAN+L, CWTM, DKPP); the BAN sequence BAN-1 → BAN-2 → …
+(each trained on the previous generation's outputs, loaded frozen from its checkpoint); and the
+ensembles Ens*k = average of the probabilities of BAN-1..BAN-k. Table in the layout of the
+paper's Table 2 (test error, %).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.engine.run import RunSpec
+from distillab.methods import BornAgainConfig
+from distillab.recipes.study import Study
+from distillab.results.stats import fmt_pm
+
+COLUMNS = {"ban": "BAN", "ban+l": "BAN+L", "cwtm": "CWTM", "dkpp": "DKPP"}
+
+
+class BornAgainRecipe(Strict):
+    recipe: Literal["born-again"] = "born-again"
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    generations: int = Field(3, ge=1, description="length of the BAN sequence (BAN-1..BAN-k)")
+    variants: list[Literal["ban", "ban+l", "cwtm", "dkpp"]] = Field(default_factory=lambda: list(COLUMNS))
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+def count_runs(cfg: BornAgainRecipe) -> int:
+    return len(cfg.seeds) * (1 + len([v for v in cfg.variants if v != "ban"]) + cfg.generations)
+
+
+def run(cfg: BornAgainRecipe, out: Path, study: Study) -> str:
+    def spec(teacher: str | None, variant: str = "ban") -> RunSpec:
+        method = BornAgainConfig(teacher=[str(study.run_dir(teacher, seed))], variant=variant) if teacher else None
+        extra = {"method": method} if method else {}
+        return RunSpec(data=cfg.data, model=cfg.model, train=cfg.train, **extra)
+
+    err: dict[str, list[float]] = {}
+
+    def record(col: str, summary: dict) -> None:
+        err.setdefault(col, []).append(1 - summary["test_acc"])
+
+    for seed in cfg.seeds:
+        record("Teacher", study.run("teacher", spec(None), seed))
+        for v in cfg.variants:
+            if v != "ban":
+                record(COLUMNS[v], study.run(f"gen1-{v}", spec("teacher", v), seed))
+        previous = "teacher"
+        for k in range(1, cfg.generations + 1):
+            summary = study.run(f"BAN-{k}", spec(previous), seed)
+            record(f"BAN-{k}", summary)
+            if k == 1 and "ban" in cfg.variants:
+                record("BAN", summary)  # BAN-1 is the plain BAN student of generation 1
+            if k > 1:
+                ens = study.evaluate_ensemble([f"BAN-{i}" for i in range(1, k + 1)], cfg.data, seed)
+                record(f"Ens*{k}", {"test_acc": ens["acc"]})
+            previous = f"BAN-{k}"
+
+    cols = ["Teacher", *(COLUMNS[v] for v in cfg.variants), *(f"BAN-{k}" for k in range(1, cfg.generations + 1)),
+            *(f"Ens*{k}" for k in range(2, cfg.generations + 1))]
+    header = ["Network", *cols]
+    rows = [[cfg.model.name, *(fmt_pm(err[c], 2, 100) for c in cols)]]
+    notes = (f"Test error (%) on {cfg.data.source}, mean ± std over {len(cfg.seeds)} seed(s). BAN = BAN-1: "
+             "generation 1 trained on the teacher's outputs only; BAN-k is trained on BAN-(k−1); Ens*k averages the "
+             "probabilities of BAN-1..BAN-k. Every generation has the teacher's architecture and schedule.")
+    return study.write_table("results", "Born-Again Networks (Furlanello et al. 2018, Table 2 layout)",
+                             header, rows, notes)

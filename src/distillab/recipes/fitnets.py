@@ -1,0 +1,103 @@
+"""Recipe ``fitnets``: Romero et al. 2015 (docs/methods.md section 5).
+
+Per seed: the teacher; the thin-deep student trained alone; the student trained with KD only
+(stage-2 loss from scratch); and the FitNet — stage 1 (hint training of the student up to the
+guided block plus a regressor) then stage 2 (KD on the whole student, started from stage 1).
+Each stage is its own run folder, so the study resumes between stages. The table adds the cost
+columns of FitNets' Table 5 (params, mult-adds, speed-up, compression).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.engine.checkpoint import load_model
+from distillab.engine.run import RunSpec
+from distillab.errors import UserError
+from distillab.methods import FitNetHintConfig, FitNetKDConfig
+from distillab.models import create_model, get_blocks
+from distillab.profile import cost_table, profile_models
+from distillab.recipes.study import Study
+from distillab.results.stats import fmt_pm
+from distillab.transfer import InitConfig
+
+
+class Role(Strict):
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+
+
+class FitNetsRecipe(Strict):
+    recipe: Literal["fitnets"] = "fitnets"
+    data: DataConfig = DataConfig()
+    teacher: Role
+    student: Role
+    hint: int = Field(description="teacher block whose output is the hint")
+    guided: int = Field(description="student block guided by the hint")
+    stage1: TrainConfig = Field(TrainConfig(epochs=5), description="hint training schedule")
+    kd: FitNetKDConfig = Field(FitNetKDConfig(teacher=["(the recipe's teacher)"]), description="stage-2 loss")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+def _check(cfg: FitNetsRecipe) -> None:
+    for what, role, idx in (("hint", cfg.teacher, cfg.hint), ("guided", cfg.student, cfg.guided)):
+        n = len(get_blocks(create_model(role.model.name, 2, **role.model.kwargs)))
+        if not 0 <= idx < n:
+            raise UserError(f"{what}: block {idx} out of range: {role.model.name} has {n} blocks (0..{n - 1})")
+
+
+def count_runs(cfg: FitNetsRecipe) -> int:
+    _check(cfg)
+    return 5 * len(cfg.seeds)
+
+
+def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
+    _check(cfg)
+    acc: dict[str, list[float]] = {"teacher": [], "student": [], "kd": [], "fitnet": []}
+    for seed in cfg.seeds:
+        teacher = [str(study.run_dir("teacher", seed))]
+        acc["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed)["test_acc"])
+        student = dict(data=cfg.data, model=cfg.student.model, train=cfg.student.train)
+        acc["student"].append(study.run("student", RunSpec(**student), seed)["test_acc"])
+        kd = cfg.kd.model_copy(update={"teacher": teacher})
+        acc["kd"].append(study.run("student-kd", RunSpec(**student, method=kd), seed)["test_acc"])
+        hint = FitNetHintConfig(teacher=teacher, hint=cfg.hint, guided=cfg.guided)
+        study.run("fitnet-stage1", RunSpec(data=cfg.data, model=cfg.student.model, train=cfg.stage1, method=hint),
+                  seed)
+        # Stage 2 starts from every block of the stage-1 student (those above the guided block are
+        # still at their seeded random init) and trains the whole network.
+        n_blocks = len(get_blocks(create_model(cfg.student.model.name, 2, **cfg.student.model.kwargs)))
+        init = InitConfig(source=str(study.run_dir("fitnet-stage1", seed)), blocks=n_blocks)
+        acc["fitnet"].append(study.run("fitnet", RunSpec(**student, method=kd, init=init), seed)["test_acc"])
+
+    seed0 = cfg.seeds[0]
+    t_model = load_model(study.run_dir("teacher", seed0))
+    s_model = load_model(study.run_dir("student", seed0))
+    shape = _shape(study, seed0)
+    _, cost_rows = cost_table(profile_models([("teacher", t_model), ("student", s_model)], shape))
+    costs = {"teacher": cost_rows[0], "student": cost_rows[1]}
+    layers = {"teacher": len(get_blocks(t_model)) + 1, "student": len(get_blocks(s_model)) + 1}
+    header = ["algorithm", "model", "# layers", "# params", "# mult-adds", "speed-up", "compression", "test acc (%)"]
+    labels = {"teacher": ("Teacher", "teacher"), "student": ("Student alone", "student"),
+              "kd": (f"Student + KD (τ={cfg.kd.temperature:g})", "student"),
+              "fitnet": (f"FitNet (hint {cfg.hint} → guided {cfg.guided}, then KD)", "student")}
+    rows = []
+    for key, (label, role) in labels.items():
+        c = costs[role]
+        name = cfg.teacher.model.name if role == "teacher" else cfg.student.model.name
+        rows.append([label, name, str(layers[role]), c[1], c[2], c[5], c[6], fmt_pm(acc[key], 2, 100)])
+    notes = (f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). Speed-up: CPU latency at batch "
+             f"256 relative to the teacher; compression: teacher params / params; input {shape}.")
+    return study.write_table("results", "FitNets (Romero et al. 2015), with Table 5's cost columns",
+                             header, rows, notes)
+
+
+def _shape(study: Study, seed: int) -> tuple[int, int, int]:
+    from distillab.engine.checkpoint import read_model_spec
+
+    _, spec = read_model_spec(study.run_dir("teacher", seed))
+    return (spec["in_chans"], spec["img_size"], spec["img_size"])

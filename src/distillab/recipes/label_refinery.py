@@ -1,0 +1,65 @@
+"""Recipe ``label-refinery``: Bagherinezhad et al. 2018 (docs/methods.md section 7).
+
+Per seed: model^1 trained on ground-truth labels; model^k trained only on model^(k−1)'s softmax
+of each augmented crop (random-resized crops by default), k = 2..generations; optionally a
+stronger refinery (another architecture trained on labels) refining the same student model.
+Table in the paper's layout: top-1 and top-5 per model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.engine.run import RunSpec
+from distillab.methods import RefineryConfig
+from distillab.recipes.study import Study
+from distillab.results.stats import fmt_pm
+
+
+class StrongRefinery(Strict):
+    model: ModelConfig
+    train: TrainConfig | None = Field(None, description="defaults to the recipe's schedule")
+
+
+class LabelRefineryRecipe(Strict):
+    recipe: Literal["label-refinery"] = "label-refinery"
+    data: DataConfig = DataConfig(augment=AugmentConfig(resized_crop=(0.35, 1.0)))
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    generations: int = Field(3, ge=1, description="model^1 .. model^k")
+    strong_refinery: StrongRefinery | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+def count_runs(cfg: LabelRefineryRecipe) -> int:
+    return len(cfg.seeds) * (cfg.generations + (2 if cfg.strong_refinery else 0))
+
+
+def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
+    res: dict[str, list[dict]] = {}
+    for seed in cfg.seeds:
+        previous = None
+        for k in range(1, cfg.generations + 1):
+            method = {"method": RefineryConfig(teacher=[str(study.run_dir(previous, seed))])} if previous else {}
+            name = f"gen{k}"
+            res.setdefault(f"{cfg.model.name}^{k}" if k > 1 else cfg.model.name, []).append(
+                study.run(name, RunSpec(data=cfg.data, model=cfg.model, train=cfg.train, **method), seed))
+            previous = name
+        if cfg.strong_refinery:
+            sr = cfg.strong_refinery
+            strong = study.run("refinery", RunSpec(data=cfg.data, model=sr.model, train=sr.train or cfg.train), seed)
+            res.setdefault(f"{sr.model.name} (refinery)", []).append(strong)
+            refined = RefineryConfig(teacher=[str(study.run_dir("refinery", seed))])
+            res.setdefault(f"{cfg.model.name} refined by {sr.model.name}", []).append(
+                study.run("refined-by-strong", RunSpec(data=cfg.data, model=cfg.model, train=cfg.train,
+                                                       method=refined), seed))
+    header = ["Model", "Top-1 (%)", "Top-5 (%)"]
+    rows = [[name, fmt_pm([r["test_acc"] for r in rs], 2, 100), fmt_pm([r["test_top5"] for r in rs], 2, 100)]
+            for name, rs in res.items()]
+    notes = (f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). model^k is trained only on "
+             f"model^(k−1)'s softmax of each augmented crop (augmentation: {cfg.data.augment.model_dump(exclude_defaults=True)}).")
+    return study.write_table("results", "Label Refinery (Bagherinezhad et al. 2018)", header, rows, notes)
