@@ -47,3 +47,19 @@ def test_bad_names(name):
 def test_bad_kwarg_is_user_error():
     with pytest.raises(UserError, match="dropuot"):
         create_model("mlp:8", 10, dropuot=0.1)
+
+
+def test_timm_checkpoint_from_local_file_replaces_head(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    src = timm.create_model("resnetv2_18", pretrained=False, num_classes=1000)
+    path = tmp_path / "rn.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    m = create_model("timm:resnetv2_18", 7, in_chans=3, img_size=32, checkpoint=str(path))
+    assert m.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert torch.equal(m.net.stages[0].blocks[0].conv1.weight, src.stages[0].blocks[0].conv1.weight)
+    with pytest.raises(UserError, match="timm:resnetv2_34"):
+        create_model("timm:resnetv2_34", 7, in_chans=3, img_size=32, checkpoint=str(path))
+    with pytest.raises(UserError, match="not found"):
+        create_model("timm:resnetv2_18", 7, checkpoint=str(tmp_path / "missing.npz"))

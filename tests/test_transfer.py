@@ -132,3 +132,20 @@ def test_few_shot():
     y = torch.arange(5).repeat(20)
     idx = few_shot_indices(y, 3, seed=0)
     assert torch.bincount(y[idx]).tolist() == [3] * 5
+
+
+@pytest.mark.parametrize("name", ["timm:resnet10t", "torchvision:resnet18"])
+def test_transfer_and_freeze_external_models(name):
+    src, tgt = create_model(name, 4, 1, 16), create_model(name, 6, 1, 16)
+    copy_blocks(tgt, src, 2)
+    set_frozen(tgt, range(2))
+    s_state, t_state = src.state_dict(), tgt.state_dict()
+    copied = {k for b in get_blocks(tgt)[:2] for k, _ in b.named_parameters()}
+    assert copied
+    frozen = [p for b in get_blocks(tgt)[:2] for p in b.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    tgt.train()
+    assert all(not m.training for b in get_blocks(tgt)[:2] for m in b.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+    same = [k for k in t_state if "fc" not in k and "head" not in k and torch.equal(t_state[k], s_state[k])]
+    assert same  # the copied weights arrived in the target's own state dict

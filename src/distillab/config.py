@@ -27,6 +27,7 @@ class AugmentConfig(Strict):
     jitter: int = Field(0, ge=0, description="random translation by up to this many pixels, zero fill")
     crop_padding: int = Field(0, ge=0, description="random crop after reflect-padding by this many pixels")
     hflip: bool = False
+    crop: int | None = Field(None, ge=1, description="random crop of this size (evaluation: centre crop)")
     resized_crop: tuple[float, float] | None = Field(
         None, description="random-resized crop: area fraction range, e.g. [0.35, 1.0] (aspect 3/4..4/3)")
 
@@ -58,6 +59,7 @@ class DataConfig(Strict):
     source: str = "fashion-mnist"
     data_dir: str | None = None
     image_size: int = Field(32, ge=4, description="side length images of imagefolder sources are resized to")
+    resize: int | None = Field(None, ge=4, description="resize every image to this side length once, in memory")
     val_size: int = Field(5000, ge=0, description="examples held out of the training set for validation")
     train_subset: int | None = Field(None, ge=1, description="use only this many training examples (seeded)")
     classes: ClassSplitConfig | None = Field(None, description="keep only half A or B of the classes")
@@ -96,6 +98,8 @@ class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     optim: OptimConfig = OptimConfig()
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    eval_every: int = Field(1, ge=1, description="epochs between validation passes (always after the last)")
+    accumulate: int = Field(1, ge=1, description="gradient accumulation: batches per optimiser step")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

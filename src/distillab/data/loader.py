@@ -22,25 +22,32 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
 
 
+def random_crop_batch(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` window of each image: one gather for the whole batch (4x faster
+    on CPU than 4-tensor advanced indexing)."""
+    b, c, h, w = x.shape
+    oy = torch.randint(0, h - size + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, w - size + 1, (b,), generator=gen).to(x.device)
+    grid = (torch.arange(size, device=x.device)[:, None] * w + torch.arange(size, device=x.device)).flatten()
+    idx = (oy * w + ox)[:, None] + grid
+    return x.reshape(b, c, -1).gather(2, idx[:, None, :].expand(b, c, size * size)).view(b, c, size, size)
+
+
+def center_crop_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def shift_batch(x: torch.Tensor, max_shift: int, gen: torch.Generator, mode: str = "constant") -> torch.Tensor:
     """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
 
-    Implemented as pad-then-crop with one gather for the whole batch; ``mode="constant"``
-    fills with zeros (Hinton's jitter), ``"reflect"`` gives the usual padded random crop.
+    Pad-then-crop: ``mode="constant"`` fills with zeros (Hinton's jitter), ``"reflect"`` gives the
+    usual padded random crop. Square images only.
     """
     if max_shift <= 0:
         return x
-    b, c, h, w = x.shape
     k = max_shift
-    padded = F.pad(x, (k, k, k, k), mode=mode).reshape(b, c, -1)
-    oy = torch.randint(0, 2 * k + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * k + 1, (b,), generator=gen).to(x.device)
-    # Flat index of each output pixel in the padded image: one gather for the whole batch
-    # (4x faster on CPU than 4-tensor advanced indexing).
-    pw = w + 2 * k
-    grid = (torch.arange(h, device=x.device)[:, None] * pw + torch.arange(w, device=x.device)).flatten()
-    idx = (oy * pw + ox)[:, None] + grid
-    return padded.gather(2, idx[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
+    return random_crop_batch(F.pad(x, (k, k, k, k), mode=mode), x.shape[-1], gen)
 
 
 def flip_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -76,6 +83,8 @@ def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> 
     if aug.crop_padding:
         mode = "reflect" if aug.crop_padding < min(x.shape[-2:]) else "constant"
         x = shift_batch(x, aug.crop_padding, gen, mode)
+    if aug.crop is not None:
+        x = random_crop_batch(x, aug.crop, gen)
     if aug.hflip:
         x = flip_batch(x, gen)
     return x
@@ -94,7 +103,8 @@ class BatchLoader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
                  std: torch.Tensor, augment: AugmentConfig | None = None, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu") -> None:
+                 seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
+                 center_crop: int | None = None) -> None:
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -104,6 +114,8 @@ class BatchLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        # Evaluation counterpart of a training random crop: the centre window of the same size.
+        self.center_crop = center_crop
         self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
 
@@ -124,4 +136,6 @@ class BatchLoader:
             xb = self.x[idx].float() * self._scale - self._shift
             if self.augment is not None:
                 xb = augment_batch(xb, self.augment, gen)
+            elif self.center_crop is not None:
+                xb = center_crop_batch(xb, self.center_crop)
             yield xb, self.y[idx]

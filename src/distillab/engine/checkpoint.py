@@ -93,7 +93,9 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
     if in_shape is not None and [spec["in_chans"], spec["img_size"]] != [in_shape[0], in_shape[-1]]:
         raise UserError(f"checkpoint {p} expects {spec['in_chans']}x{spec['img_size']}px inputs, "
                         f"the data has {in_shape[0]}x{in_shape[-1]}px")
-    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **spec["kwargs"])
+    # The saved weights replace everything: do not reload a pretrained file named in the kwargs.
+    kwargs = {k: v for k, v in spec["kwargs"].items() if k != "checkpoint"}
+    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
     tensors, _ = _load_tensors(p)
     try:
         model.load_state_dict(tensors)

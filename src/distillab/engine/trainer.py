@@ -135,29 +135,34 @@ class Trainer:
             sums: dict[str, float] = {}
             if self.progress:
                 self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
             for i, (x, y) in enumerate(self.train_loader):
                 step = epoch * steps_per_epoch + i
-                factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
-                for g, base in zip(opt.param_groups, self.base_lrs):
-                    g["lr"] = base * factor
+                if i % acc == 0:
+                    factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
+                    for g, base in zip(opt.param_groups, self.base_lrs):
+                        g["lr"] = base * factor
+                    opt.zero_grad(set_to_none=True)
                 losses = self.objective(x, y, step / total)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower train.optim.lr "
                         f"or set train.optim.grad_clip")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
-                opt.step()
+                # The last window of an epoch may be short: scale by its real length.
+                window = min(acc, steps_per_epoch - (i - i % acc))
+                (loss / window).backward()
+                if (i + 1) % acc == 0 or i + 1 == steps_per_epoch:
+                    if cfg.optim.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
+                    opt.step()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.item()
                 if self.progress:
                     self.progress.advance(1, loss=loss.item())
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                                       **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()}}
-            if self.val_loader is not None:
+            if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
             record["seconds"] = time.perf_counter() - t0

@@ -8,6 +8,8 @@ by their top-level children.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -66,7 +68,9 @@ class ExternalNet(nn.Module):
         return self.net(x)
 
 
-def timm_model(name: str, num_classes: int, in_chans: int, **kw) -> ExternalNet:
+def timm_model(name: str, num_classes: int, in_chans: int, checkpoint: str | None = None, **kw) -> ExternalNet:
+    """A timm model; with ``checkpoint`` (a local .safetensors/.bin/.pth/.npz file, e.g. BiT's
+    ``resnetv2_50x1_bit`` weights) its weights are loaded and the head replaced for ``num_classes``."""
     import timm
     from timm.models._manipulate import group_modules
 
@@ -74,8 +78,40 @@ def timm_model(name: str, num_classes: int, in_chans: int, **kw) -> ExternalNet:
         net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
     except RuntimeError as e:  # timm raises RuntimeError for unknown names
         raise UserError(f"model timm:{name}: {e}") from None
+    if checkpoint is not None:
+        _load_timm_checkpoint(net, Path(checkpoint).expanduser(), name)
     groups = group_modules(net, net.group_matcher(coarse=True))
     return ExternalNet(net, [groups[k] for k in sorted(groups)])
+
+
+def _load_timm_checkpoint(net: nn.Module, path: Path, name: str) -> None:
+    """Load a local checkpoint strictly, except for the classifier (replaced when its shape differs)
+    and the first conv (adapted when the channel count differs). timm's own pretrained loading is
+    lenient about missing keys; a user loading BiT weights into the wrong width/depth wants an error."""
+    import timm.models
+    from timm.models._manipulate import adapt_input_conv
+
+    if not path.is_file():
+        raise UserError(f"model timm:{name}: checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".npz":  # BiT's original release format: timm's ResNetV2 reads it itself
+            net.load_pretrained(str(path))  # type: ignore[operator]
+            return
+        sd = timm.models.load_state_dict(str(path))
+    except (KeyError, RuntimeError, ValueError, OSError, AttributeError) as e:
+        raise UserError(f"model timm:{name}: checkpoint {path} does not fit ({str(e).splitlines()[0][:200]})") from None
+    own = net.state_dict()
+    first = net.pretrained_cfg.get("first_conv")
+    if first and f"{first}.weight" in sd and sd[f"{first}.weight"].shape[1] != own[f"{first}.weight"].shape[1]:
+        sd[f"{first}.weight"] = adapt_input_conv(own[f"{first}.weight"].shape[1], sd[f"{first}.weight"])
+    classifier = {k for k in own if k.startswith(str(net.pretrained_cfg.get("classifier", "\0")) + ".")}
+    sd = {k: v for k, v in sd.items() if not (k in classifier and v.shape != own[k].shape)}
+    bad = [k for k, v in sd.items() if k not in own or v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd and k not in classifier]
+    if bad or missing:
+        raise UserError(f"model timm:{name}: checkpoint {path} has another width or depth "
+                        f"({'unexpected ' + bad[0] if bad else 'missing ' + missing[0]})")
+    net.load_state_dict(sd, strict=False)
 
 
 def torchvision_model(name: str, num_classes: int, in_chans: int, **kw) -> ExternalNet:

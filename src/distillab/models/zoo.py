@@ -4,7 +4,9 @@ Names:
   ``mlp:1200-1200``        hidden widths (kwargs: dropout, input_dropout)
   ``cnn:32-64-128``        conv widths (kwargs: norm=bn|gn|none, pool_every, fc, dropout)
   ``resnet20``, ``resnet8x4``, ``resnet32x4`` …  CIFAR ResNets (kwargs: norm)
-  ``timm:NAME``            any timm model, random init
+  ``bit:R50x1`` … ``bit:R152x4``, ``bit:R26x1``, ``bit:R14x1``  BiT ResNet-v2, GN+WS (kwargs: base_width,
+                           groups, small_input, zero_head, norm=gn|bn)
+  ``timm:NAME``            any timm model, random init (kwargs: checkpoint=FILE to load weights)
   ``torchvision:NAME``     any torchvision classification model, random init
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.models.bit import bit_resnet
 from distillab.models.cifar_resnet import cifar_resnet
 from distillab.models.cnn import cnn
 from distillab.models.external import timm_model, torchvision_model
@@ -52,11 +55,12 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
             return timm_model(name[5:], num_classes, in_chans, **kwargs)
         if name.startswith("torchvision:"):
             return torchvision_model(name[12:], num_classes, in_chans, **kwargs)
-        if name.startswith("bit:"):
-            raise UserError(f"model {name!r}: BiT models are not available yet")
+        if m := re.fullmatch(r"bit:R(\d+)x(\d+)", name):
+            return bit_resnet(int(m.group(1)), int(m.group(2)), num_classes, in_chans, **kwargs)
     except TypeError as e:  # unexpected keyword argument from a config
         raise UserError(f"model {name!r}: {e}") from None
-    raise UserError(f"model {name!r} unknown (use mlp:W-W, cnn:W-W, resnetN, resnetNx4, timm:NAME, torchvision:NAME)")
+    raise UserError(f"model {name!r} unknown (use mlp:W-W, cnn:W-W, resnetN, resnetNx4, bit:RDxW, timm:NAME, "
+                    f"torchvision:NAME)")
 
 
 def count_params(model: nn.Module) -> int:

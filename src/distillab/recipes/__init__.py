@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from distillab.recipes import born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
+from distillab.recipes import bit, born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
 
 RECIPES: dict[str, tuple[type, ModuleType]] = {
     "train": (train.TrainRecipe, train),
@@ -17,6 +17,7 @@ RECIPES: dict[str, tuple[type, ModuleType]] = {
     "fitnets": (fitnets.FitNetsRecipe, fitnets),
     "born-again": (born_again.BornAgainRecipe, born_again),
     "label-refinery": (label_refinery.LabelRefineryRecipe, label_refinery),
+    "bit": (bit.BiTRecipe, bit),
 }
 
 __all__ = ["RECIPES"]

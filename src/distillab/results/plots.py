@@ -15,7 +15,7 @@ from distillab.results.stats import mean_std  # noqa: E402
 
 def line_plot(path_stem: Path, title: str, xlabel: str, ylabel: str, xs: Sequence[float],
               series: dict[str, Sequence[Sequence[float]]], references: dict[str, Sequence[float]] | None = None,
-              xticks: Sequence[float] | None = None) -> list[Path]:
+              xticks: Sequence[float] | None = None, xticklabels: Sequence[str] | None = None) -> list[Path]:
     """One line per series (mean over seeds with ±std error bars); references as horizontal bands.
 
     ``series[name][i]`` holds the per-seed values at ``xs[i]``.
@@ -35,7 +35,7 @@ def line_plot(path_stem: Path, title: str, xlabel: str, ylabel: str, xs: Sequenc
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if xticks is not None:
-        ax.set_xticks(list(xticks))
+        ax.set_xticks(list(xticks), labels=list(xticklabels) if xticklabels is not None else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
