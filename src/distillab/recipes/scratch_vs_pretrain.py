@@ -46,7 +46,9 @@ def count_runs(cfg: ScratchVsPretrainRecipe) -> int:
 
 
 def _curve(run_dir: Path) -> list[float]:
-    return [json.loads(ln)["val_acc"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    """Validation accuracy after every epoch (the recipe evaluates every epoch)."""
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    return [ln.get("val_acc", float("nan")) for ln in lines]
 
 
 def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
