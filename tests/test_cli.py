@@ -143,3 +143,20 @@ def test_missing_data_exit_code_in_a_real_process(tmp_path, digits_train_cfg):
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error: data 'mnist' not found") and p.stderr.count("\n") == 1
+
+
+def test_unfinished_run_needs_resume(tmp_path, digits_train_cfg, capsys):
+    cfg = _write(tmp_path / "c.yaml", digits_train_cfg)
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    run = out / "mlp" / "seed0"
+    final = (run / "model.safetensors").read_bytes()
+    # What a kill after the last checkpoint but before the summary leaves behind:
+    (run / "summary.json").unlink()
+    (run / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    assert "--resume" in _error_line(capsys)
+    assert main(["run", str(cfg), "--out", str(out), "--resume"]) == 0
+    assert (run / "model.safetensors").read_bytes() == final
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3

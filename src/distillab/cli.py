@@ -1,7 +1,7 @@
 """The ``distillab`` command.
 
-  distillab run CONFIG [key.sub=value ...] [--out DIR] [--data-dir DIR]
-  distillab demo [--out DIR] [--data-dir DIR]
+  distillab run CONFIG [key.sub=value ...] [--out DIR] [--data-dir DIR] [--resume]
+  distillab demo [--out DIR] [--data-dir DIR] [--resume]
   distillab report RUNS_DIR [--csv]
   distillab profile MODEL [MODEL ...] [--input-shape 1x28x28] [--num-classes 10]
 
@@ -33,7 +33,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def run_config(data: dict, out: Path, console: Console, source: str) -> str:
+def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False) -> str:
     """Validate a config mapping against its recipe and run it; return the result Markdown."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
@@ -44,7 +44,7 @@ def run_config(data: dict, out: Path, console: Console, source: str) -> str:
     cls, module = RECIPES[name]
     cfg = validate(cls, data, source)
     console.print(f"[bold]{name}[/] → {out}")
-    with Study(out, module.count_runs(cfg), console) as study:
+    with Study(out, module.count_runs(cfg), console, resume=resume) as study:
         md = module.run(cfg, out, study)
     console.print(md, soft_wrap=True, markup=False, highlight=False)
     return md
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     if args.data_dir:
         data.setdefault("data", {})["data_dir"] = args.data_dir
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    run_config(data, out, console, str(args.config))
+    run_config(data, out, console, str(args.config), args.resume)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
@@ -67,7 +67,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
         data.setdefault("data", {})["data_dir"] = args.data_dir
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
                   "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
-    run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}")
+    run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -100,12 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     r.add_argument("--out", help="output folder (default runs/<config name>)")
     r.add_argument("--data-dir", help="folder holding the dataset files")
+    r.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale")
     d.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--data-dir", help="folder holding the dataset files")
+    d.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
     d.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds")
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
         return 130
     return 0
 

@@ -97,7 +97,11 @@ def _missing(name: str, dirs: list[Path], hint: str) -> UserError:
 
 # ---------------------------------------------------------------- MNIST-format (IDX) files
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an IDX file (MNIST format), gzipped or not, into a tensor."""
+    """Read an IDX file (MNIST format), gzipped or not, into a tensor.
+
+    Our own reader because torchvision's opens only uncompressed files, while Debian's
+    dataset-fashion-mnist ships them gzipped (torchvision still does the downloading).
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:

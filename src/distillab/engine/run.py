@@ -73,12 +73,17 @@ def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
 
 
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
-                device: torch.device | None = None, data: DataBundle | None = None) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) one run; return its summary."""
+                device: torch.device | None = None, data: DataBundle | None = None,
+                resume: bool = True) -> dict[str, Any]:
+    """Train one run and return its summary. A finished run is read back, never retrained; an
+    unfinished one continues from its last checkpoint when ``resume``, else it is an error."""
     text = dump_yaml(spec) + f"seed: {seed}\n"
     state = _check_run_dir(run_dir, text)
     if state == "done":
         return read_summary(run_dir)
+    if state == "resume" and not resume:
+        raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
+                        f"or choose another --out")
     device = device or choose_device()
     data = data or prepare_data(spec.data, seed, device)
     c, _, w = data.shape
