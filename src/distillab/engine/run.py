@@ -97,7 +97,9 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     student = create_model(spec.model.name, data.num_classes, c, w, **spec.model.kwargs).to(device)
     callbacks = []
     if spec.init is not None:
-        callbacks = apply_init(student, spec.init, lambda p: load_model(p, in_shape=data.shape, device=device))
+        # No image-size check: conv blocks transfer across resolutions (BiT fine-tunes at a higher
+        # one); copy_blocks rejects weights whose shapes do not fit.
+        callbacks = apply_init(student, spec.init, lambda p: load_model(p, device=device))
     objective = build_objective(spec.method, student, Context(load_teacher, data.shape)).to(device)
     param_groups = _param_groups(spec, objective)
 
