@@ -11,7 +11,7 @@ from distillab.engine.checkpoint import load_model
 from distillab.engine.run import RunSpec, execute_run
 from distillab.errors import UserError
 from distillab.models import create_model, get_blocks
-from distillab.transfer import InitConfig, copy_blocks, layerwise_param_groups, set_frozen
+from distillab.transfer import copy_blocks, layerwise_param_groups, set_frozen
 
 DATA = DataConfig(source="digits", val_size=100, batch_size=64)
 MODEL = {"name": "cnn:8-16-16", "kwargs": {"norm": "bn", "fc": 32}}

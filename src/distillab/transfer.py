@@ -84,7 +84,7 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float) -> list[di
     blocks = get_blocks(model)
     seen: set[int] = set()
     groups = []
-    for depth, module in enumerate([getattr(model, "head"), *reversed(blocks)]):
+    for depth, module in enumerate([model.head, *reversed(blocks)]):
         params = [p for p in module.parameters() if id(p) not in seen]
         seen.update(id(p) for p in params)
         if params:
