@@ -132,3 +132,16 @@ def test_bit_recipe_rejects_other_models(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "bit:R<depth>x<width>" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_width_is_rejected():
+    from distillab.transfer import copy_blocks
+
+    narrow = create_model("bit:R14x1", 5, 1, 16, **SMALL)
+    wide = create_model("bit:R14x2", 5, 1, 16, **SMALL)
+    with pytest.raises(UserError, match="does not match"):
+        copy_blocks(wide, narrow, 3)
+    deeper = create_model("bit:R26x1", 5, 1, 16, **SMALL)
+    copy_blocks(deeper, narrow, 2)  # root + first unit have the same shapes: fine
+    with pytest.raises(UserError, match="does not match"):
+        copy_blocks(deeper, narrow, 3)  # R14's unit 2 opens stage 2; R26's is still in stage 1

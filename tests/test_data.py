@@ -156,3 +156,12 @@ def test_imagefolder_source(tmp_path):
 def test_imagefolder_needs_splits(tmp_path):
     with pytest.raises(UserError, match="train/ and test/"):
         load_source(f"imagefolder:{tmp_path}")
+
+
+def test_fraction_and_shots_in_prepare_data():
+    base = DataConfig(source="digits", val_size=100, batch_size=50)
+    full = len(prepare_data(base, 0).train.y)
+    half = prepare_data(base.model_copy(update={"fraction": 0.5}), 0)
+    assert len(half.train.y) == round(0.5 * full)
+    shots = prepare_data(base.model_copy(update={"shots": 3}), 0)
+    assert torch.bincount(shots.train.y).tolist() == [3] * 10
