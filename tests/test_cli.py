@@ -160,3 +160,11 @@ def test_unfinished_run_needs_resume(tmp_path, digits_train_cfg, capsys):
     assert main(["run", str(cfg), "--out", str(out), "--resume"]) == 0
     assert (run / "model.safetensors").read_bytes() == final
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_data_dir_reaches_every_data_section(tmp_path, capsys, no_data_anywhere):
+    cfg = {"recipe": "scratch-vs-pretrained", "source": {"data": {"source": "mnist"}},
+           "data": {"source": "mnist"}, "model": {"name": "cnn:4"}}
+    path = _write(tmp_path / "c.yaml", cfg)
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "mine")]) == 2
+    assert f"searched {tmp_path / 'mine'}" in _error_line(capsys)

@@ -51,9 +51,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
-    data = apply_overrides(load_yaml(args.config), args.overrides)
-    if args.data_dir:
-        data.setdefault("data", {})["data_dir"] = args.data_dir
+    data = _with_data_dir(apply_overrides(load_yaml(args.config), args.overrides), args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     run_config(data, out, console, str(args.config), args.resume)
 
@@ -62,9 +60,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     text = resources.files("distillab.presets").joinpath(DEMO_PRESET).read_text()
     import yaml
 
-    data = apply_overrides(yaml.safe_load(text), args.overrides)
-    if args.data_dir:
-        data.setdefault("data", {})["data_dir"] = args.data_dir
+    data = _with_data_dir(apply_overrides(yaml.safe_load(text), args.overrides), args)
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
                   "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume)
@@ -91,23 +87,42 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
           f"compression = params of {args.models[0]} / params.")
 
 
+def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help: str) -> None:
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--out", default=out_default, help=out_help)
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
+
+
+def _with_data_dir(data: dict, args: argparse.Namespace) -> dict:
+    """Point every data section of the config (any mapping with a ``source`` name) at --data-dir."""
+    def walk(node: object) -> int:
+        if isinstance(node, dict):
+            hits = 0
+            if isinstance(node.get("source"), str):
+                node["data_dir"] = args.data_dir
+                hits = 1
+            return hits + sum(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return sum(walk(v) for v in node)
+        return 0
+
+    if args.data_dir and not walk(data):
+        data.setdefault("data", {})["data_dir"] = args.data_dir  # the default data section
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distillab", description="Transfer learning and knowledge distillation lab.")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a recipe from a YAML config")
     r.add_argument("config")
-    r.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    r.add_argument("--out", help="output folder (default runs/<config name>)")
-    r.add_argument("--data-dir", help="folder holding the dataset files")
-    r.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
+    _study_options(r, out_default=None, out_help="output folder (default runs/<config name>)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale")
-    d.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--data-dir", help="folder holding the dataset files")
-    d.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
+    _study_options(d, out_default="runs/demo", out_help="output folder")
     d.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds")
