@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
 from torch import nn
 
 from distillab.errors import UserError
@@ -66,3 +67,11 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def num_blocks(name: str, **kwargs: Any) -> int:
+    """How many transferable blocks the model ``name`` has (built on the meta device: no memory)."""
+    from distillab.models.blocks import get_blocks
+
+    with torch.device("meta"):
+        return len(get_blocks(create_model(name, 2, **kwargs)))

@@ -21,7 +21,7 @@ from distillab.data import prepare_data
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.methods import SupervisedConfig
-from distillab.models import create_model, get_blocks
+from distillab.models import num_blocks
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import fmt_pm
@@ -90,7 +90,7 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
         for shots in cfg.shots:
             data, train, method = _downstream(cfg, shots, seed)
             for v, model in variants.items():
-                n_blocks = len(get_blocks(create_model(model.name, 2, **model.kwargs)))
+                n_blocks = num_blocks(model.name, **model.kwargs)
                 init = InitConfig(source=str(study.run_dir(f"upstream-{v}", seed)), blocks=n_blocks)
                 s = study.run(f"{v}-source/{shots}-shot", RunSpec(data=data, model=model, train=train, method=method,
                                                                   init=init), seed)

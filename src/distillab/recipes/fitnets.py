@@ -19,7 +19,7 @@ from distillab.engine.checkpoint import load_model
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.methods import FitNetHintConfig, FitNetKDConfig
-from distillab.models import create_model, get_blocks
+from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
 from distillab.recipes.study import Study
 from distillab.results.stats import fmt_pm
@@ -45,7 +45,7 @@ class FitNetsRecipe(Strict):
 
 def _check(cfg: FitNetsRecipe) -> None:
     for what, role, idx in (("hint", cfg.teacher, cfg.hint), ("guided", cfg.student, cfg.guided)):
-        n = len(get_blocks(create_model(role.model.name, 2, **role.model.kwargs)))
+        n = num_blocks(role.model.name, **role.model.kwargs)
         if not 0 <= idx < n:
             raise UserError(f"{what}: block {idx} out of range: {role.model.name} has {n} blocks (0..{n - 1})")
 
@@ -70,7 +70,7 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
                   seed)
         # Stage 2 starts from every block of the stage-1 student (those above the guided block are
         # still at their seeded random init) and trains the whole network.
-        n_blocks = len(get_blocks(create_model(cfg.student.model.name, 2, **cfg.student.model.kwargs)))
+        n_blocks = num_blocks(cfg.student.model.name, **cfg.student.model.kwargs)
         init = InitConfig(source=str(study.run_dir("fitnet-stage1", seed)), blocks=n_blocks)
         acc["fitnet"].append(study.run("fitnet", RunSpec(**student, method=kd, init=init), seed)["test_acc"])
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
-from distillab.models import create_model, get_blocks
+from distillab.models import num_blocks
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import fmt_pm
@@ -47,7 +47,7 @@ class LayerTransferRecipe(Strict):
 
 
 def _check(cfg: LayerTransferRecipe) -> list[int]:
-    total = len(get_blocks(create_model(cfg.model.name, 2, **cfg.model.kwargs)))
+    total = num_blocks(cfg.model.name, **cfg.model.kwargs)
     ns = cfg.ns if cfg.ns is not None else list(range(1, total))
     bad = [n for n in ns if not 1 <= n < total]
     if bad:

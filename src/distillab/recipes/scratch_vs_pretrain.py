@@ -17,7 +17,7 @@ from pydantic import Field
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
-from distillab.models import create_model, get_blocks
+from distillab.models import num_blocks
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import fmt_pm
@@ -52,7 +52,7 @@ def _curve(run_dir: Path) -> list[float]:
 
 
 def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
-    blocks = len(get_blocks(create_model(cfg.model.name, 2, **cfg.model.kwargs)))
+    blocks = num_blocks(cfg.model.name, **cfg.model.kwargs)
     base = cfg.train.epochs
     res: dict[str, dict[int, list[float]]] = {"random init": {k: [] for k in cfg.schedules},
                                               "w/ pre-train": {k: [] for k in cfg.schedules}}
