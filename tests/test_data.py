@@ -165,3 +165,13 @@ def test_fraction_and_shots_in_prepare_data():
     assert len(half.train.y) == round(0.5 * full)
     shots = prepare_data(base.model_copy(update={"shots": 3}), 0)
     assert torch.bincount(shots.train.y).tolist() == [3] * 10
+
+
+def test_training_epoch_never_ends_on_a_single_example():
+    x = torch.zeros(25, 1, 4, 4, dtype=torch.uint8)
+    y = torch.zeros(25, dtype=torch.long)
+    common = dict(mean=torch.tensor([0.5]), std=torch.tensor([0.25]))
+    train = BatchLoader(x, y, 8, shuffle=True, **common)
+    assert [len(b) for _, b in train] == [8, 8, 8]
+    evaluation = BatchLoader(x, y, 8, **common)  # evaluation sees every example
+    assert [len(b) for _, b in evaluation] == [8, 8, 8, 1]

@@ -125,7 +125,9 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.y)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        # A shuffled (training) epoch never ends on a batch of one: BatchNorm cannot train on it.
+        drop = self.drop_last or (self.shuffle and n > self.batch_size and n % self.batch_size == 1)
+        return n // self.batch_size if drop else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
