@@ -120,48 +120,14 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining epochs; return all epoch records (including resumed ones)."""
-        cfg, opt = self.cfg, self.optimizer
+        cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self._resume()
-        steps_per_epoch = len(self.train_loader)
-        total = cfg.epochs * steps_per_epoch
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(epoch_seed(self.seed, epoch, stream=2))  # dropout and other in-model noise
-            self.train_loader.set_epoch(epoch)
-            for cb in self.callbacks:
-                cb.on_epoch_start(epoch)
-            self.objective.train()
-            sums: dict[str, float] = {}
-            if self.progress:
-                self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-            acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
-            for i, (x, y) in enumerate(self.train_loader):
-                step = epoch * steps_per_epoch + i
-                if i % acc == 0:
-                    factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
-                    for g, base in zip(opt.param_groups, self.base_lrs):
-                        g["lr"] = base * factor
-                    opt.zero_grad(set_to_none=True)
-                losses = self.objective(x, y, step / total)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower train.optim.lr "
-                        f"or set train.optim.grad_clip")
-                # The last window of an epoch may be short: scale by its real length.
-                window = min(acc, steps_per_epoch - (i - i % acc))
-                (loss / window).backward()
-                if (i + 1) % acc == 0 or i + 1 == steps_per_epoch:
-                    if cfg.optim.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
-                    opt.step()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v.item()
-                if self.progress:
-                    self.progress.advance(1, loss=loss.item())
-            record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
-                                      **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()}}
+            losses = self._train_epoch(epoch)
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                                      **{f"train_{k}": v for k, v in losses.items()}}
             if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
@@ -170,9 +136,49 @@ class Trainer:
             with self._metrics_path().open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), opt, {"seed": self.seed})
+                save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), self.optimizer,
+                                 {"seed": self.seed})
             if self.progress:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
         return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training data; returns the mean of each named loss."""
+        cfg, opt = self.cfg, self.optimizer
+        steps_per_epoch = len(self.train_loader)
+        total = cfg.epochs * steps_per_epoch
+        torch.manual_seed(epoch_seed(self.seed, epoch, stream=2))  # dropout and other in-model noise
+        self.train_loader.set_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(epoch)
+        self.objective.train()
+        if self.progress:
+            self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+        sums: dict[str, float] = {}
+        acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
+        for i, (x, y) in enumerate(self.train_loader):
+            step = epoch * steps_per_epoch + i
+            if i % acc == 0:
+                factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
+                for g, base in zip(opt.param_groups, self.base_lrs):
+                    g["lr"] = base * factor
+                opt.zero_grad(set_to_none=True)
+            losses = self.objective(x, y, step / total)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
+                                         f"train.optim.lr or set train.optim.grad_clip")
+            # The last window of an epoch may be short: scale by its real length.
+            window = min(acc, steps_per_epoch - (i - i % acc))
+            (loss / window).backward()
+            if (i + 1) % acc == 0 or i + 1 == steps_per_epoch:
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
+                opt.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            if self.progress:
+                self.progress.advance(1, loss=loss.item())
+        return {k: v / steps_per_epoch for k, v in sums.items()}
