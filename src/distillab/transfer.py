@@ -95,11 +95,6 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float) -> list[di
     return groups
 
 
-def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of every parameter and buffer (to check that frozen blocks did not change)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 class InitConfig(Strict):
     """Initialise the first ``blocks`` blocks of a run's model from another run (transfer)."""
 
