@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import torch
 from pydantic import Field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
