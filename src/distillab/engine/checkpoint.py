@@ -39,15 +39,11 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     os.replace(tmp, path)
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is unreadable ({str(e).splitlines()[0]})") from None
 
@@ -96,7 +92,7 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
     # The saved weights replace everything: do not reload a pretrained file named in the kwargs.
     kwargs = {k: v for k, v in spec["kwargs"].items() if k != "checkpoint"}
     model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
-    tensors, _ = _load_tensors(p)
+    tensors = _load_tensors(p)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
@@ -142,7 +138,7 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
     """Restore modules and optimiser from the committed checkpoint; return the JSON state."""
     state = read_train_state(run_dir)
     assert state is not None
-    tensors, _ = _load_tensors(run_dir / state["file"])
+    tensors = _load_tensors(run_dir / state["file"])
     for name, mod in modules.items():
         prefix = name + "."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 from torch import nn
 
-from distillab.methods.base import Objective, Teacher
-from distillab.methods.born_again import BornAgain, BornAgainConfig, cwtm_weights, permute_non_argmax, soft_cross_entropy
+from distillab.methods.base import Objective, Teacher, soft_cross_entropy
+from distillab.methods.born_again import BornAgain, BornAgainConfig, cwtm_weights, permute_non_argmax
 from distillab.methods.fitnet import FitNetHint, FitNetHintConfig, FitNetKD, FitNetKDConfig, hint_loss
 from distillab.methods.refinery import Refinery, RefineryConfig
 from distillab.methods.kd import KD, KDConfig, kd_losses, soft_kl

@@ -20,9 +20,11 @@ class Objective(nn.Module):
     ``progress`` is the fraction of training done (0 → 1), for losses whose weights are annealed.
     """
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, teacher: "Teacher | None" = None) -> None:
         super().__init__()
         self.student = student
+        if teacher is not None:
+            self.teacher = teacher  # frozen by construction; never in saved_modules()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -38,6 +40,11 @@ class Objective(nn.Module):
     def eval_model(self) -> nn.Module:
         """The model whose predictions are evaluated."""
         return self.student
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """−Σ_c q_c log p_c with p = softmax(logits), averaged over the batch."""
+    return -(target_probs * F.log_softmax(logits.float(), 1)).sum(1).mean()
 
 
 class Teacher(nn.Module):

@@ -21,18 +21,13 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
-from distillab.methods.base import Objective, Teacher
+from distillab.methods.base import Objective, Teacher, soft_cross_entropy
 
 
 class BornAgainConfig(Strict):
     name: Literal["born-again"] = "born-again"
     teacher: list[str] = Field(min_length=1)
     variant: Literal["ban", "ban+l", "cwtm", "dkpp"] = "ban"
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """−Σ_c q_c log p_c, averaged over the batch."""
-    return -(target_probs * F.log_softmax(logits.float(), 1)).sum(1).mean()
 
 
 def cwtm_weights(teacher_probs: torch.Tensor) -> torch.Tensor:
@@ -58,8 +53,7 @@ def permute_non_argmax(probs: torch.Tensor, gen: torch.Generator | None = None) 
 
 class BornAgain(Objective):
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: BornAgainConfig) -> None:
-        super().__init__(student)
-        self.teacher = teacher
+        super().__init__(student, teacher)
         self.variant = cfg.variant
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from distillab.config import Strict
 from distillab.errors import UserError
-from distillab.methods.base import Objective, Teacher
+from distillab.methods.base import Objective, Teacher, soft_cross_entropy
 from distillab.models import forward_to_block
 
 
@@ -62,8 +62,7 @@ class FitNetHint(Objective):
     """Stage 1: only the student's blocks up to ``guided`` and the regressor get gradients."""
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: FitNetHintConfig, in_shape: tuple[int, ...]) -> None:
-        super().__init__(student)
-        self.teacher = teacher
+        super().__init__(student, teacher)
         self.hint, self.guided = cfg.hint, cfg.guided
         x = torch.zeros(2, *in_shape, device=next(student.parameters()).device)
         with torch.no_grad():
@@ -87,8 +86,7 @@ class FitNetKD(Objective):
     """Stage 2: labels plus λ-weighted soft cross-entropy at temperature τ, λ annealed."""
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: FitNetKDConfig) -> None:
-        super().__init__(student)
-        self.teacher = teacher
+        super().__init__(student, teacher)
         self.cfg = cfg
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
@@ -96,5 +94,4 @@ class FitNetKD(Objective):
         lam = c.lambda_start + (c.lambda_end - c.lambda_start) * progress
         p_t = self.teacher.probs(x, c.temperature)
         z = self.student(x)
-        soft = -(p_t * F.log_softmax(z.float() / c.temperature, 1)).sum(1).mean()
-        return {"ce": F.cross_entropy(z, y), "soft": lam * soft}
+        return {"ce": F.cross_entropy(z, y), "soft": lam * soft_cross_entropy(z / c.temperature, p_t)}

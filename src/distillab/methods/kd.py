@@ -46,8 +46,7 @@ def kd_losses(student_logits: torch.Tensor, teacher_probs: torch.Tensor, y: torc
 
 class KD(Objective):
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: KDConfig) -> None:
-        super().__init__(student)
-        self.teacher = teacher
+        super().__init__(student, teacher)
         self.temperature = cfg.temperature
         self.alpha = cfg.alpha
 

@@ -14,8 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
-from distillab.methods.base import Objective, Teacher
-from distillab.methods.born_again import soft_cross_entropy
+from distillab.methods.base import Objective, Teacher, soft_cross_entropy
 
 
 class RefineryConfig(Strict):
@@ -25,8 +24,7 @@ class RefineryConfig(Strict):
 
 class Refinery(Objective):
     def __init__(self, student: nn.Module, refinery: Teacher, cfg: RefineryConfig) -> None:
-        super().__init__(student)
-        self.teacher = refinery
+        super().__init__(student, refinery)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
         return {"refined": soft_cross_entropy(self.student(x), self.teacher.probs(x))}
