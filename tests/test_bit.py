@@ -11,6 +11,7 @@ from distillab.config import DataConfig, OptimConfig, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.trainer import Trainer
 from distillab.errors import UserError
+from distillab.data.batch import Batch
 from distillab.methods import Supervised, SupervisedConfig
 from distillab.models import create_model
 from distillab.models.bit import PreActBottleneck, StdConv2d, _Parts
@@ -84,7 +85,7 @@ def test_mixup_mixes_inputs_and_targets():
     obj = Supervised(model, SupervisedConfig(mixup_alpha=0.4))
     x, y = torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))
     torch.manual_seed(5)
-    loss = obj(x, y, 0.0)["ce"]
+    loss = obj(Batch(x, y), 0.0)["ce"]
     torch.manual_seed(5)
     lam = float(torch.distributions.Beta(0.4, 0.4).sample())
     perm = torch.randperm(8)

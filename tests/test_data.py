@@ -14,6 +14,10 @@ from distillab.data.splits import subset_indices, train_val_indices
 from distillab.errors import UserError
 
 
+def pairs(batches):
+    return [(bt.x, bt.y) for bt in batches]
+
+
 def _write_idx(path, arr: torch.Tensor, gz: bool) -> None:
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
     data = header + arr.numpy().tobytes()
@@ -117,15 +121,15 @@ def test_loader_is_deterministic_per_epoch_and_differs_across_epochs():
     a.set_epoch(2)
     b.set_epoch(2)
     batches_a, batches_b = list(a), list(b)
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(batches_a, batches_b))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(pairs(batches_a), pairs(batches_b)))
     b.set_epoch(3)
-    assert not torch.equal(batches_a[0][0], next(iter(b))[0])
-    assert sum(len(yb) for _, yb in batches_a) == 50 and len(a) == 4
+    assert not torch.equal(batches_a[0].x, next(iter(b)).x)
+    assert sum(len(bt.y) for bt in batches_a) == 50 and len(a) == 4
 
 
 def test_loader_normalises():
     ld = _loader()
-    x = torch.cat([xb for xb, _ in ld])
+    x = torch.cat([bt.x for bt in ld])
     raw = ld.x.float() / 255
     assert torch.allclose(x.sort(0).values, ((raw - 0.5) / 0.25).sort(0).values, atol=1e-5)
 
@@ -172,6 +176,6 @@ def test_training_epoch_never_ends_on_a_single_example():
     y = torch.zeros(25, dtype=torch.long)
     common = dict(mean=torch.tensor([0.5]), std=torch.tensor([0.25]))
     train = BatchLoader(x, y, 8, shuffle=True, **common)
-    assert [len(b) for _, b in train] == [8, 8, 8]
+    assert [len(bt.y) for bt in train] == [8, 8, 8]
     evaluation = BatchLoader(x, y, 8, **common)  # evaluation sees every example
-    assert [len(b) for _, b in evaluation] == [8, 8, 8, 1]
+    assert [len(bt.y) for bt in evaluation] == [8, 8, 8, 1]

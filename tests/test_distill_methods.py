@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.data.batch import Batch
 from distillab.methods import (BornAgain, BornAgainConfig, FitNetHint, FitNetHintConfig, FitNetKD, FitNetKDConfig,
-                               Refinery, RefineryConfig, Teacher, cwtm_weights, hint_loss, permute_non_argmax,
-                               soft_cross_entropy)
+                               Refinery, RefineryConfig, Teacher, soft_cross_entropy)
+from distillab.methods.born_again import cwtm_weights, permute_non_argmax
+from distillab.methods.fitnet import hint_loss
 from distillab.methods.fitnet import build_regressor
 from distillab.models import create_model
 
@@ -38,7 +40,7 @@ def test_fitnet_stage1_trains_only_up_to_guided_block():
     teacher = Teacher(create_model("cnn:8-8", 10, 1, 8))
     student = create_model("cnn:4-4-4-4", 10, 1, 8, norm="none")
     obj = FitNetHint(student, teacher, FitNetHintConfig(teacher=["t"], hint=1, guided=1), (1, 8, 8))
-    loss = sum(obj(torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 0.0).values())
+    loss = sum(obj(Batch(torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)), 0.0).values())
     loss.backward()
     assert student.blocks[0][0].weight.grad is not None and student.blocks[1][0].weight.grad is not None
     assert student.blocks[2][0].weight.grad is None and student.head[-1].weight.grad is None
@@ -52,10 +54,10 @@ def test_fitnet_kd_lambda_anneals_from_4_to_1():
     obj = FitNetKD(s, Teacher(t), FitNetKDConfig(teacher=["t"]))
     x, y = torch.randn(5, 3), torch.randint(0, 4, (5,))
     soft = soft_cross_entropy(s(x) / 3.0, F.softmax(t(x) / 3.0, 1)).item()
-    assert obj(x, y, 0.0)["soft"].item() == pytest.approx(4 * soft, rel=1e-5)
-    assert obj(x, y, 0.5)["soft"].item() == pytest.approx(2.5 * soft, rel=1e-5)
-    assert obj(x, y, 1.0)["soft"].item() == pytest.approx(soft, rel=1e-5)
-    assert obj(x, y, 0.0)["ce"].item() == pytest.approx(F.cross_entropy(s(x), y).item(), rel=1e-6)
+    assert obj(Batch(x, y), 0.0)["soft"].item() == pytest.approx(4 * soft, rel=1e-5)
+    assert obj(Batch(x, y), 0.5)["soft"].item() == pytest.approx(2.5 * soft, rel=1e-5)
+    assert obj(Batch(x, y), 1.0)["soft"].item() == pytest.approx(soft, rel=1e-5)
+    assert obj(Batch(x, y), 0.0)["ce"].item() == pytest.approx(F.cross_entropy(s(x), y).item(), rel=1e-6)
 
 
 def test_cwtm_weights_known_values():
@@ -85,7 +87,7 @@ def test_refinery_uses_the_refinerys_softmax_of_the_same_crop():
     s, r = nn.Linear(3, 4), nn.Linear(3, 4)
     x = torch.randn(5, 3)
     obj = Refinery(s, Teacher(r), RefineryConfig(teacher=["r"]))
-    out = obj(x, torch.full((5,), 99), 0.0)  # labels are never read
+    out = obj(Batch(x, torch.full((5,), 99)), 0.0)  # labels are never read
     assert out["refined"].item() == pytest.approx(soft_cross_entropy(s(x), F.softmax(r(x), 1)).item(), rel=1e-6)
 
 
@@ -101,7 +103,7 @@ def test_ban_teacher_is_a_frozen_copy(variant):
     opt = torch.optim.SGD(obj.trainable_parameters(), lr=0.5)
     obj.train()
     for _ in range(3):
-        loss = sum(obj(torch.randn(8, 1, 4, 4), torch.randint(0, 4, (8,)), 0.0).values())
+        loss = sum(obj(Batch(torch.randn(8, 1, 4, 4), torch.randint(0, 4, (8,))), 0.0).values())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillab.methods import KD, KDConfig, Teacher, kd_losses, soft_kl
+from distillab.data.batch import Batch
+from distillab.methods import KD, KDConfig, Teacher
+from distillab.methods.kd import kd_losses, soft_kl
 
 
 def test_kl_is_zero_when_student_matches_teacher():
@@ -76,7 +78,7 @@ def test_kd_objective_uses_teacher_soft_targets():
     s, t = nn.Linear(3, 4), nn.Linear(3, 4)
     x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
     obj = KD(s, Teacher(t), KDConfig(temperature=4.0, alpha=0.5, teacher=["unused"]))
-    out = obj(x, y, 0.0)
+    out = obj(Batch(x, y), 0.0)
     ref = kd_losses(s(x), F.softmax(t(x) / 4.0, 1), y, 4.0, 0.5)
     for k in ref:
         assert out[k].item() == pytest.approx(ref[k].item(), rel=1e-6)

@@ -70,7 +70,7 @@ def test_teacher_is_frozen_and_in_eval_mode(tmp_path):
     obj = KD(create_model("mlp:32", 10, 1, 8), teacher, KDConfig(temperature=4, alpha=0.9, teacher=["x"]))
     obj.train()  # what the trainer does every epoch
     assert not teacher_net.training and not teacher.training
-    x = next(iter(data.train))[0]
+    x = next(iter(data.train)).x
     assert torch.equal(teacher.probs(x), teacher.probs(x))  # dropout off: deterministic soft targets
     tr = Trainer(obj, data.train, TrainConfig(epochs=2, optim=OptimConfig(lr=0.1)), tmp_path, seed=0)
     opt_params = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}

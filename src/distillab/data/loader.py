@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from distillab.config import AugmentConfig
+from distillab.data.batch import Batch
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -91,7 +92,7 @@ def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> 
 
 
 class BatchLoader:
-    """Serve (x, y) batches from uint8 images held in memory.
+    """Serve :class:`Batch` records (x, y, index) from uint8 images held in memory.
 
     Args:
         x: uint8 images (N, C, H, W); moved to ``device`` once.
@@ -129,7 +130,7 @@ class BatchLoader:
         drop = self.drop_last or (self.shuffle and n > self.batch_size and n % self.batch_size == 1)
         return n // self.batch_size if drop else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         n = len(self.y)
         order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
@@ -140,4 +141,4 @@ class BatchLoader:
                 xb = augment_batch(xb, self.augment, gen)
             elif self.center_crop is not None:
                 xb = center_crop_batch(xb, self.center_crop)
-            yield xb, self.y[idx]
+            yield Batch(xb, self.y[idx], idx)

@@ -20,7 +20,8 @@ from distillab.data import DataBundle, prepare_data
 from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
-from distillab.methods import Context, MethodConfig, SupervisedConfig, Teacher, build_objective
+from distillab.methods import Context, MethodConfig, Teacher, build_objective
+from distillab.methods.supervised import SupervisedConfig
 from distillab.models import count_params, create_model
 from distillab.profile import count_macs
 from distillab.transfer import InitConfig, apply_init, layerwise_param_groups

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from distillab.config import OptimConfig, TrainConfig
-from distillab.data.loader import BatchLoader, epoch_seed
+from distillab.data.batch import BatchSource, as_batch
+from distillab.data.loader import epoch_seed
 from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
 from distillab.methods.base import Objective
 
@@ -50,14 +51,23 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfi
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, float]:
-    """Top-1 / top-5 accuracy, error count and mean cross-entropy of ``model`` on ``loader``."""
+def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
+    """Top-1 / top-5 accuracy, error count and mean cross-entropy of ``model`` on ``loader``
+    (any iterable of batches: :class:`Batch`, ``(x, y)`` pairs or ``{"x", "y"}`` mappings)."""
     was_training = model.training
     model.eval()
+    device = _device_of(model)
     correct = correct5 = n = 0
     loss = 0.0
-    for x, y in loader:
+    for item in loader:
+        b = as_batch(item).to(device)
+        x, y = b.x, b.y
         logits = model(x).float()
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -85,8 +95,8 @@ class Trainer:
     same weights (on CPU) as one never interrupted.
     """
 
-    def __init__(self, objective: Objective, train: BatchLoader, cfg: TrainConfig, run_dir: Path, *, seed: int,
-                 val: BatchLoader | None = None, progress: Progress | None = None,
+    def __init__(self, objective: Objective, train: BatchSource, cfg: TrainConfig, run_dir: Path, *, seed: int,
+                 val: Iterable[Any] | None = None, progress: Progress | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
                  param_groups: list[dict] | None = None, callbacks: Iterable[Any] = ()) -> None:
         self.objective = objective
@@ -145,35 +155,42 @@ class Trainer:
         return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training data; returns the mean of each named loss."""
+        """One pass over the training data; returns the mean of each named loss.
+
+        The lr schedule and ``progress`` count *optimiser* steps, so with ``accumulate > 1`` each
+        step sees the lr the config's schedule gives a true large-batch run."""
         cfg, opt = self.cfg, self.optimizer
-        steps_per_epoch = len(self.train_loader)
+        n_batches = len(self.train_loader)
+        acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
+        steps_per_epoch = -(-n_batches // acc)  # the last window of an epoch may be short
         total = cfg.epochs * steps_per_epoch
         torch.manual_seed(epoch_seed(self.seed, epoch, stream=2))  # dropout and other in-model noise
-        self.train_loader.set_epoch(epoch)
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(epoch)
         self.objective.train()
         if self.progress:
-            self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", n_batches)
+        device = _device_of(self.objective)
         sums: dict[str, float] = {}
-        acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
-        for i, (x, y) in enumerate(self.train_loader):
-            step = epoch * steps_per_epoch + i
+        for i, item in enumerate(self.train_loader):
+            batch = as_batch(item).to(device)
+            step = epoch * steps_per_epoch + i // acc
             if i % acc == 0:
                 factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
                 for g, base in zip(opt.param_groups, self.base_lrs):
                     g["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
-            losses = self.objective(x, y, step / total)
+            losses = self.objective(batch, step / total)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
                                          f"train.optim.lr or set train.optim.grad_clip")
             # The last window of an epoch may be short: scale by its real length.
-            window = min(acc, steps_per_epoch - (i - i % acc))
+            window = min(acc, n_batches - (i - i % acc))
             (loss / window).backward()
-            if (i + 1) % acc == 0 or i + 1 == steps_per_epoch:
+            if (i + 1) % acc == 0 or i + 1 == n_batches:
                 if cfg.optim.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self._params, cfg.optim.grad_clip)
                 opt.step()
@@ -181,4 +198,4 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v.item()
             if self.progress:
                 self.progress.advance(1, loss=loss.item())
-        return {k: v / steps_per_epoch for k, v in sums.items()}
+        return {k: v / n_batches for k, v in sums.items()}

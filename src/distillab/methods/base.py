@@ -8,16 +8,25 @@ method it runs.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from distillab.data.batch import Batch
+
+if TYPE_CHECKING:
+    from distillab.methods.registry import Context
 
 
 class Objective(nn.Module):
-    """Base class: ``forward(x, y, progress) -> {name: weighted loss}``.
+    """Base class: ``forward(batch, progress) -> {name: weighted loss}``.
 
-    ``progress`` is the fraction of training done (0 → 1), for losses whose weights are annealed.
+    ``batch`` is a :class:`~distillab.data.batch.Batch` (``x``, ``y``, ``index``…); ``progress`` is
+    the fraction of training done (0 → 1), for losses whose weights are annealed or warmed up.
+    Subclasses register with ``@register_method(TheirConfig)``; ``from_config`` builds them.
     """
 
     def __init__(self, student: nn.Module, teacher: "Teacher | None" = None) -> None:
@@ -26,7 +35,15 @@ class Objective(nn.Module):
         if teacher is not None:
             self.teacher = teacher  # frozen by construction; never in saved_modules()
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    @classmethod
+    def from_config(cls, cfg: Any, student: nn.Module, ctx: "Context") -> "Objective":
+        """Default construction: ``cls(student, teacher, cfg)`` when the config names a teacher
+        field, else ``cls(student, cfg)``. Override when an objective needs more (shapes, sizes)."""
+        if "teacher" in type(cfg).model_fields:
+            return cls(student, ctx.teacher(cfg), cfg)  # type: ignore[call-arg]
+        return cls(student, cfg)  # type: ignore[call-arg]
+
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
@@ -40,6 +57,13 @@ class Objective(nn.Module):
     def eval_model(self) -> nn.Module:
         """The model whose predictions are evaluated."""
         return self.student
+
+
+def teacher_field(max_length: int | None = None) -> Any:
+    """The ``teacher`` key of a method config: run folders (or model files). Empty by default, since
+    a recipe fills it and the Python API passes a module instead."""
+    return Field(default_factory=list, max_length=max_length,
+                 description="run folders (or model files) of the teacher(s); a recipe fills this")
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -21,12 +21,14 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
-from distillab.methods.base import Objective, Teacher, soft_cross_entropy
+from distillab.data.batch import Batch
+from distillab.methods.registry import register_method
+from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 
 
 class BornAgainConfig(Strict):
     name: Literal["born-again"] = "born-again"
-    teacher: list[str] = Field(min_length=1)
+    teacher: list[str] = teacher_field()
     variant: Literal["ban", "ban+l", "cwtm", "dkpp"] = "ban"
 
 
@@ -51,12 +53,16 @@ def permute_non_argmax(probs: torch.Tensor, gen: torch.Generator | None = None) 
     return out
 
 
+@register_method(BornAgainConfig)
 class BornAgain(Objective):
+    """Born-Again Networks: BAN, BAN+L, CWTM or DKPP against the previous generation."""
+
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: BornAgainConfig) -> None:
         super().__init__(student, teacher)
         self.variant = cfg.variant
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         p_t = self.teacher.probs(x)
         z = self.student(x)
         if self.variant == "cwtm":

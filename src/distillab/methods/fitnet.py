@@ -17,14 +17,16 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
+from distillab.data.batch import Batch
 from distillab.errors import UserError
-from distillab.methods.base import Objective, Teacher, soft_cross_entropy
+from distillab.methods.registry import Context, register_method
+from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 from distillab.models import forward_to_block
 
 
 class FitNetHintConfig(Strict):
     name: Literal["fitnet-hint"] = "fitnet-hint"
-    teacher: list[str] = Field(min_length=1, max_length=1)
+    teacher: list[str] = teacher_field(max_length=1)
     hint: int = Field(description="teacher block index whose output is the hint")
     guided: int = Field(description="student block index guided by the hint")
     regressor: Literal["auto", "1x1"] = Field("auto", description="auto: conv with kernel H_g - H_h + 1 (1x1 if equal)")
@@ -32,7 +34,7 @@ class FitNetHintConfig(Strict):
 
 class FitNetKDConfig(Strict):
     name: Literal["fitnet-kd"] = "fitnet-kd"
-    teacher: list[str] = Field(min_length=1)
+    teacher: list[str] = teacher_field()
     temperature: float = Field(3.0, gt=0)
     lambda_start: float = 4.0
     lambda_end: float = 1.0
@@ -58,6 +60,7 @@ def build_regressor(guided: torch.Tensor, hint: torch.Tensor, kind: str = "auto"
                     f"features of shape {tuple(hint.shape[1:])} (conv vs flat)")
 
 
+@register_method(FitNetHintConfig)
 class FitNetHint(Objective):
     """Stage 1: only the student's blocks up to ``guided`` and the regressor get gradients."""
 
@@ -73,7 +76,12 @@ class FitNetHint(Objective):
             h = forward_to_block(teacher.members[0], x, cfg.hint)
         self.regressor = build_regressor(g, h, cfg.regressor).to(x.device)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    @classmethod
+    def from_config(cls, cfg: FitNetHintConfig, student: nn.Module, ctx: Context) -> "FitNetHint":
+        return cls(student, ctx.teacher(cfg), cfg, ctx.in_shape)
+
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x = batch.x
         with torch.no_grad():
             u = forward_to_block(self.teacher.members[0], x, self.hint)
         return {"hint": hint_loss(u, self.regressor(forward_to_block(self.student, x, self.guided)))}
@@ -82,6 +90,7 @@ class FitNetHint(Objective):
         return {"student": self.student, "regressor": self.regressor}
 
 
+@register_method(FitNetKDConfig)
 class FitNetKD(Objective):
     """Stage 2: labels plus λ-weighted soft cross-entropy at temperature τ, λ annealed."""
 
@@ -89,7 +98,8 @@ class FitNetKD(Objective):
         super().__init__(student, teacher)
         self.cfg = cfg
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         c = self.cfg
         lam = c.lambda_start + (c.lambda_end - c.lambda_start) * progress
         p_t = self.teacher.probs(x, c.temperature)

@@ -19,14 +19,16 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
-from distillab.methods.base import Objective, Teacher
+from distillab.data.batch import Batch
+from distillab.methods.registry import register_method
+from distillab.methods.base import Objective, Teacher, teacher_field
 
 
 class KDConfig(Strict):
     name: Literal["kd"] = "kd"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft (teacher) term")
-    teacher: list[str] = Field(min_length=1, description="run directories (or model files) of the teacher(s)")
+    teacher: list[str] = teacher_field()
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -44,12 +46,16 @@ def kd_losses(student_logits: torch.Tensor, teacher_probs: torch.Tensor, y: torc
     return out
 
 
+@register_method(KDConfig)
 class KD(Objective):
+    """Hinton KD: (1 − α)·CE + α·T²·KL to the (ensemble) teacher's softened outputs."""
+
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: KDConfig) -> None:
         super().__init__(student, teacher)
         self.temperature = cfg.temperature
         self.alpha = cfg.alpha
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         p_t = self.teacher.probs(x, self.temperature)
         return kd_losses(self.student(x), p_t, y, self.temperature, self.alpha)

@@ -14,17 +14,23 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
-from distillab.methods.base import Objective, Teacher, soft_cross_entropy
+from distillab.data.batch import Batch
+from distillab.methods.registry import register_method
+from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 
 
 class RefineryConfig(Strict):
     name: Literal["refinery"] = "refinery"
-    teacher: list[str] = Field(min_length=1, description="the refinery run folder(s)")
+    teacher: list[str] = teacher_field()
 
 
+@register_method(RefineryConfig)
 class Refinery(Objective):
+    """Label Refinery: soft cross-entropy to the refinery's softmax on the very same crop."""
+
     def __init__(self, student: nn.Module, refinery: Teacher, cfg: RefineryConfig) -> None:
         super().__init__(student, refinery)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         return {"refined": soft_cross_entropy(self.student(x), self.teacher.probs(x))}

@@ -15,6 +15,8 @@ from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
+from distillab.data.batch import Batch
+from distillab.methods.registry import register_method
 from distillab.methods.base import Objective
 
 
@@ -31,13 +33,17 @@ def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, fl
     return lam * x + (1 - lam) * x[perm], perm, lam
 
 
+@register_method(SupervisedConfig)
 class Supervised(Objective):
+    """Cross-entropy on the labels (optional label smoothing and MixUp)."""
+
     def __init__(self, student: nn.Module, cfg: SupervisedConfig) -> None:
         super().__init__(student)
         self.label_smoothing = cfg.label_smoothing
         self.mixup_alpha = cfg.mixup_alpha
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         ls = self.label_smoothing
         if self.mixup_alpha > 0:
             x, perm, lam = mixup(x, self.mixup_alpha)

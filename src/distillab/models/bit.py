@@ -13,12 +13,15 @@ kwargs ``base_width`` (64 in the paper), ``groups`` (32), ``small_input`` (3x3 s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import UserError
 from distillab.models.blocks import BlockNet
+from distillab.models.registry import register_model
 
 DEPTHS = {14: [1, 1, 1, 1], 26: [2, 2, 2, 2], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
@@ -113,3 +116,10 @@ def bit_resnet(depth: int, width: int, num_classes: int, in_chans: int = 3, *, b
             blocks.append(PreActBottleneck(parts, cin, cout, cout // 4, stride))
             cin = cout
     return BlockNet(blocks, BiTHead(parts, cin, num_classes, zero_head))
+
+
+@register_model("bit", pattern=r"bit:(R\d+x\d+)")
+def _bit_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
+    """bit:RDxW — BiT ResNet-v2 with GroupNorm + Weight Standardization (R50x1 … R152x4, R26x1, R14x1)."""
+    depth, width = arg[1:].split("x")
+    return bit_resnet(int(depth), int(width), num_classes, in_chans, **kwargs)

@@ -4,12 +4,15 @@ mdistiller). Each residual block is one transferable block; the stem is block 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from distillab.errors import UserError
 from distillab.models.blocks import BlockNet
 from distillab.models.cnn import norm_layer
+from distillab.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -49,3 +52,10 @@ def cifar_resnet(depth: int, num_classes: int, in_chans: int = 3, wide: bool = F
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return net
+
+
+@register_model("resnet", pattern=r"resnet(\d+(?:x4)?)")
+def _resnet_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
+    """resnetN, resnetNx4 — CIFAR ResNets (resnet20, resnet8x4, resnet32x4; kwargs: norm)."""
+    depth, _, wide = arg.partition("x")
+    return cifar_resnet(int(depth), num_classes, in_chans, wide=bool(wide), **kwargs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from distillab.errors import UserError
 from distillab.models.blocks import BlockNet
+from distillab.models.registry import parse_widths, register_model
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -49,3 +52,11 @@ def cnn(in_chans: int, img_size: int, widths: list[int], num_classes: int, norm:
     else:
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
     return BlockNet(blocks, head)
+
+
+@register_model("cnn", takes_arg=True)
+def _cnn_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
+    """cnn:W-W — 3x3 conv net with these widths (kwargs: norm=bn|gn|none, pool_every, fc, dropout)."""
+    if not arg:
+        raise UserError("model 'cnn:': give at least one conv width, e.g. cnn:32-64")
+    return cnn(in_chans, img_size, parse_widths(f"cnn:{arg}", arg), num_classes, **kwargs)

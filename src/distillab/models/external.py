@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.models.registry import register_model
 
 
 class _Group(nn.Module):
@@ -125,3 +126,15 @@ def torchvision_model(name: str, num_classes: int, in_chans: int, **kw) -> Exter
     if in_chans not in (1, 3):
         raise UserError(f"model torchvision:{name}: expects 3 input channels (or 1, repeated), data has {in_chans}")
     return ExternalNet(net, [[c] for c in children], repeat_gray=in_chans == 1)
+
+
+@register_model("timm", takes_arg=True)
+def _timm_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs) -> ExternalNet:
+    """timm:NAME — any timm model, random init (kwarg checkpoint=FILE loads local weights)."""
+    return timm_model(arg, num_classes, in_chans, **kwargs)
+
+
+@register_model("torchvision", takes_arg=True)
+def _torchvision_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs) -> ExternalNet:
+    """torchvision:NAME — any torchvision classification model, random init."""
+    return torchvision_model(arg, num_classes, in_chans, **kwargs)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from distillab.models.blocks import BlockNet
+from distillab.models.registry import parse_widths, register_model
 
 
 def mlp(in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0,
@@ -28,3 +31,9 @@ def mlp(in_features: int, hidden: list[int], num_classes: int, dropout: float = 
         width = h
     head = nn.Linear(width, num_classes) if hidden else nn.Sequential(nn.Flatten(), nn.Linear(width, num_classes))
     return BlockNet(blocks, head)
+
+
+@register_model("mlp", takes_arg=True)
+def _mlp_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
+    """mlp:W-W — ReLU MLP with these hidden widths (kwargs: dropout, input_dropout)."""
+    return mlp(in_chans * img_size * img_size, parse_widths(f"mlp:{arg}", arg), num_classes, **kwargs)

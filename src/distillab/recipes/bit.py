@@ -20,7 +20,7 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
-from distillab.methods import SupervisedConfig
+from distillab.methods.supervised import SupervisedConfig
 from distillab.models import num_blocks
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot

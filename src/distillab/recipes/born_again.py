@@ -16,7 +16,7 @@ from pydantic import Field
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
-from distillab.methods import BornAgainConfig
+from distillab.methods.born_again import BornAgainConfig
 from distillab.recipes.study import Study
 from distillab.results.stats import fmt_pm
 

@@ -18,7 +18,7 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.checkpoint import load_model
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
-from distillab.methods import FitNetHintConfig, FitNetKDConfig
+from distillab.methods.fitnet import FitNetHintConfig, FitNetKDConfig
 from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
 from distillab.recipes.study import Study

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
-from distillab.methods import KDConfig
+from distillab.methods.kd import KDConfig
 from distillab.recipes.study import Study
 from distillab.results.stats import fmt_pm, mean_std
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
-from distillab.methods import RefineryConfig
+from distillab.methods.refinery import RefineryConfig
 from distillab.recipes.study import Study
 from distillab.results.stats import fmt_pm
 

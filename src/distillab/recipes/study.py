@@ -14,7 +14,7 @@ from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import RichProgress
 from distillab.engine.run import RunSpec, execute_run
 from distillab.engine.trainer import choose_device, evaluate
-from distillab.methods import Teacher
+from distillab.methods.base import Teacher
 from distillab.results.stats import csv_table, markdown_table
 
 

@@ -1,0 +1,75 @@
+"""Method registry: ``@register_method(Config)`` on an objective class makes it selectable as
+``method: {name: ...}`` in any config. A new method is one new file in this package (the package
+imports every module in it), with no list to keep in sync."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from torch import nn
+
+from distillab.errors import UserError
+
+if TYPE_CHECKING:
+    from distillab.methods.base import Objective, Teacher
+
+
+class Context:
+    """What objectives may need besides their config and the student.
+
+    ``teacher``: a ready :class:`Teacher` (Python API) — else ``load_teacher`` builds one from the
+    config's ``teacher`` paths. ``in_shape``: (C, H, W) of the inputs. ``num_train``: training-set
+    size (memory banks indexed by example, e.g. CRD).
+    """
+
+    def __init__(self, load_teacher: Callable[[list[str]], "Teacher"] | None = None,
+                 in_shape: tuple[int, ...] = (), *, teacher: "Teacher | None" = None, num_train: int = 0) -> None:
+        self._load_teacher = load_teacher
+        self._teacher = teacher
+        self.in_shape = in_shape
+        self.num_train = num_train
+
+    def teacher(self, cfg: Any) -> "Teacher":
+        """The teacher for ``cfg``: the one handed in, else the runs named by ``cfg.teacher``."""
+        if self._teacher is not None:
+            return self._teacher
+        paths: Sequence[str] = getattr(cfg, "teacher", None) or []
+        if not paths or self._load_teacher is None:
+            raise UserError(f"method {cfg.name}: needs a teacher (method.teacher: [RUN_DIR, ...], "
+                            f"or pass teacher= from Python)")
+        return self._load_teacher(list(paths))
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    config: type
+    objective: type
+    help: str
+
+
+METHODS: dict[str, MethodEntry] = {}
+O = TypeVar("O", bound=type)
+
+
+def register_method(config: type) -> Callable[[O], O]:
+    """Class decorator: register an :class:`Objective` subclass with its pydantic config class,
+    whose ``name`` field (a ``Literal``) is the method's name in configs."""
+    name = config.model_fields["name"].default
+
+    def deco(cls: O) -> O:
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        METHODS[name] = MethodEntry(name, config, cls, doc)
+        return cls
+
+    return deco
+
+
+def build_objective(cfg: Any, student: nn.Module, ctx: Context) -> "Objective":
+    """Build the objective named by ``cfg.name``."""
+    entry = METHODS.get(cfg.name)
+    if entry is None:
+        raise UserError(f"method {cfg.name!r} unknown (known: {', '.join(METHODS)})")
+    return entry.objective.from_config(cfg, student, ctx)

@@ -1,0 +1,99 @@
+"""Model registry: ``@register_model`` makes a builder usable by name, in Python and in YAML.
+
+Names have three shapes, looked up in this order:
+  ``family:ARG``  the family's builder gets ``arg="ARG"`` (``mlp:1200-1200``, ``timm:resnet18``)
+  ``NAME``        a builder registered under exactly that name (a user's ``@register_model("mynet")``)
+  a pattern       a builder registered with ``pattern=`` gets the regex's first group
+                  (``resnet32x4`` → ``arg="32x4"``)
+
+A builder is called as ``builder(num_classes, in_chans, img_size, [arg=...], **kwargs)`` and must
+return an ``nn.Module`` mapping images to logits; expose ``blocks`` (and ``head``) to make it
+usable for transfer and feature taps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from distillab.errors import UserError
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Builder
+    takes_arg: bool
+    pattern: re.Pattern[str] | None
+    help: str
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = None,
+                   help: str = "") -> Callable[[Builder], Builder]:
+    """Register ``builder`` under ``name``.
+
+    >>> @register_model("tiny-linear")                      # doctest: +SKIP
+    ... def tiny(num_classes, in_chans, img_size, **kw):
+    ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * img_size**2, num_classes))
+
+    ``takes_arg``: the name is used as ``name:ARG``; ``pattern``: a regex over the whole name whose
+    first group is passed as ``arg``. The first line of the builder's docstring is its help text.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '_', '.', '-'")
+
+    def deco(builder: Builder) -> Builder:
+        text = help or (builder.__doc__ or "").strip().split("\n")[0]
+        MODELS[name] = ModelEntry(name, builder, takes_arg or pattern is not None,
+                                  re.compile(pattern) if pattern else None, text)
+        return builder
+
+    return deco
+
+
+def resolve(name: str) -> tuple[ModelEntry, str | None]:
+    """The registry entry for a full model name, and the argument its builder gets."""
+    family, sep, arg = name.partition(":")
+    if sep:
+        entry = MODELS.get(family)
+        if entry is not None and entry.takes_arg and entry.pattern is None:
+            return entry, arg
+    elif name in MODELS:
+        entry = MODELS[name]
+        if not entry.takes_arg:
+            return entry, None
+        if entry.pattern is None:
+            return entry, ""  # ``mlp`` alone: the family's empty argument
+    for entry in MODELS.values():
+        if entry.pattern is not None and (m := entry.pattern.fullmatch(name)):
+            return entry, m.group(1)
+    known = ", ".join(f"{e.name}:ARG" if e.takes_arg and e.pattern is None else
+                      (e.pattern.pattern if e.pattern else e.name) for e in MODELS.values())
+    raise UserError(f"model {name!r} unknown (known: {known}); `distillab list models` describes them")
+
+
+def parse_widths(name: str, spec: str) -> list[int]:
+    """``"800-800"`` → ``[800, 800]``, with a one-line error naming the model."""
+    try:
+        widths = [int(w) for w in spec.split("-") if w]
+    except ValueError:
+        raise UserError(f"model {name!r}: widths must be integers joined by '-', e.g. mlp:1200-1200") from None
+    if any(w <= 0 for w in widths):
+        raise UserError(f"model {name!r}: widths must be positive")
+    return widths
+
+
+def build(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:
+    entry, arg = resolve(name)
+    if arg is not None:
+        kwargs = {**kwargs, "arg": arg}
+    return entry.builder(num_classes, in_chans, img_size, **kwargs)
