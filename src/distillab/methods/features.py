@@ -1,0 +1,87 @@
+"""Feature taps shared by the feature-based methods (AT, SP, PKT, RKD, CRD, ReviewKD).
+
+Taps are addressed by *block index* (``model.blocks``), so one method works with the zoo's own
+nets, timm and torchvision models alike. ``auto_pairs`` pairs student and teacher blocks the way
+RepDistiller pairs stage outputs: for every spatial size both networks produce, the last block
+of that size in each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillab.errors import UserError
+from distillab.models.blocks import tap_features
+
+
+@torch.no_grad()
+def block_shapes(model: nn.Module, in_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """Output shape (without batch) of every block of ``model`` for inputs of ``in_shape``."""
+    n = len(model.tap_modules())  # type: ignore[operator]
+    was = model.training
+    model.eval()
+    try:
+        x = torch.zeros(2, *in_shape, device=next(model.parameters()).device)
+        _, feats = tap_features(model, x, list(range(n)))
+    finally:
+        model.train(was)
+    return [tuple(f.shape[1:]) for f in feats]
+
+
+def auto_pairs(student: nn.Module, teacher: nn.Module, in_shape: Sequence[int],
+               max_pairs: int | None = None) -> list[tuple[int, int]]:
+    """(student block, teacher block) pairs: for each spatial size both produce, the last block of
+    that size in each network, input side first. Flat (2-D) features pair their last blocks."""
+    s_shapes, t_shapes = block_shapes(student, in_shape), block_shapes(teacher, in_shape)
+
+    def last_of_each_size(shapes: list[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+        out: dict[tuple[int, ...], int] = {}
+        for i, s in enumerate(shapes):
+            out[s[1:] if len(s) == 3 else ()] = i  # later blocks of the same size win
+        return out
+
+    s_last, t_last = last_of_each_size(s_shapes), last_of_each_size(t_shapes)
+    pairs = sorted((s_last[k], t_last[k]) for k in s_last.keys() & t_last.keys())
+    if not pairs:
+        raise UserError("no student and teacher blocks share a feature size; list the block pairs explicitly")
+    return pairs[-max_pairs:] if max_pairs else pairs
+
+
+def check_pairs(pairs: Sequence[Sequence[int]], student: nn.Module, teacher: nn.Module) -> list[tuple[int, int]]:
+    """Validate explicit ``[[student_block, teacher_block], ...]`` pairs; one-line errors."""
+    ns, nt = len(student.tap_modules()), len(teacher.tap_modules())  # type: ignore[operator]
+    out = []
+    for p in pairs:
+        if len(p) != 2:
+            raise UserError(f"block pair {list(p)} must be [student_block, teacher_block]")
+        s, t = int(p[0]), int(p[1])
+        if not (-ns <= s < ns and -nt <= t < nt):
+            raise UserError(f"block pair {[s, t]} out of range: student has {ns} blocks, teacher {nt}")
+        out.append((s % ns, t % nt))
+    return out
+
+
+def pooled(feature: torch.Tensor) -> torch.Tensor:
+    """A (B, D) embedding of a block output: global average pool for maps, identity for vectors."""
+    if feature.ndim == 4:
+        return F.adaptive_avg_pool2d(feature, 1).flatten(1)
+    return feature.flatten(1)
+
+
+def penultimate_index(model: nn.Module) -> int:
+    """Index of the last block: its (pooled) output is what the head sees."""
+    return len(model.tap_modules()) - 1  # type: ignore[operator]
+
+
+def student_teacher_features(student: nn.Module, teacher: nn.Module, x: torch.Tensor,
+                             s_idx: Sequence[int], t_idx: Sequence[int]
+                             ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """Student logits and block outputs (with grad), teacher logits and block outputs (no grad)."""
+    z_s, f_s = tap_features(student, x, list(s_idx))
+    with torch.no_grad():
+        z_t, f_t = tap_features(teacher, x, list(t_idx))
+    return z_s, f_s, z_t.detach(), [f.detach() for f in f_t]
