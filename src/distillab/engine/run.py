@@ -101,7 +101,8 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
         # No image-size check: conv blocks transfer across resolutions (BiT fine-tunes at a higher
         # one); copy_blocks rejects weights whose shapes do not fit.
         callbacks = apply_init(student, spec.init, lambda p: load_model(p, device=device))
-    objective = build_objective(spec.method, student, Context(load_teacher, data.shape)).to(device)
+    ctx = Context(load_teacher, data.shape, num_train=len(data.train.y), epochs=spec.train.epochs)
+    objective = build_objective(spec.method, student, ctx).to(device)
     param_groups = _param_groups(spec, objective)
 
     # Inputs are valid: only now touch the disk.

@@ -21,15 +21,18 @@ class Context:
 
     ``teacher``: a ready :class:`Teacher` (Python API) — else ``load_teacher`` builds one from the
     config's ``teacher`` paths. ``in_shape``: (C, H, W) of the inputs. ``num_train``: training-set
-    size (memory banks indexed by example, e.g. CRD).
+    size (memory banks indexed by example, e.g. CRD). ``epochs``: length of training, so a method
+    can turn the trainer's ``progress`` (0 → 1) into epochs (e.g. DKD's 20-epoch warm-up).
     """
 
     def __init__(self, load_teacher: Callable[[list[str]], "Teacher"] | None = None,
-                 in_shape: tuple[int, ...] = (), *, teacher: "Teacher | None" = None, num_train: int = 0) -> None:
+                 in_shape: tuple[int, ...] = (), *, teacher: "Teacher | None" = None, num_train: int = 0,
+                 epochs: int = 1) -> None:
         self._load_teacher = load_teacher
         self._teacher = teacher
         self.in_shape = in_shape
         self.num_train = num_train
+        self.epochs = epochs
 
     def teacher(self, cfg: Any) -> "Teacher":
         """The teacher for ``cfg``: the one handed in, else the runs named by ``cfg.teacher``."""
