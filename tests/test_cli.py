@@ -135,6 +135,7 @@ def test_corrupt_teacher_checkpoint(tmp_path, digits_train_cfg, capsys):
     assert "bad.safetensors" in _error_line(capsys)
 
 
+@pytest.mark.slow
 def test_missing_data_exit_code_in_a_real_process(tmp_path, digits_train_cfg):
     cfg = dict(digits_train_cfg, data={"source": "mnist", "data_dir": str(tmp_path)})
     path = _write(tmp_path / "c.yaml", cfg)
@@ -168,3 +169,24 @@ def test_data_dir_reaches_every_data_section(tmp_path, capsys, no_data_anywhere)
     path = _write(tmp_path / "c.yaml", cfg)
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "mine")]) == 2
     assert f"searched {tmp_path / 'mine'}" in _error_line(capsys)
+
+
+def test_data_dir_with_an_init_section(tmp_path, digits_train_cfg, capsys):
+    # --data-dir must reach data sections only: an ``init:`` section also has a ``source`` (a run
+    # folder), and writing ``data_dir`` into it used to fail with "init.data_dir: unknown key".
+    base = _write(tmp_path / "base.yaml", digits_train_cfg)
+    assert main(["run", str(base), "--out", str(tmp_path / "base")]) == 0
+    transfer = dict(digits_train_cfg, init={"source": str(tmp_path / "base" / "mlp" / "seed0"), "blocks": 1})
+    path = _write(tmp_path / "t.yaml", transfer)
+    mine = tmp_path / "mine"
+    assert main(["run", str(path), "--out", str(tmp_path / "t"), "--data-dir", str(mine)]) == 0
+    saved = yaml.safe_load((tmp_path / "t" / "mlp" / "seed0" / "config.yaml").read_text())
+    assert saved["data"]["data_dir"] == str(mine) and "data_dir" not in saved["init"]
+
+
+def test_data_dir_with_self_referencing_yaml_is_a_clean_error(tmp_path, capsys):
+    # A recursive alias used to send the raw-dictionary walk into a RecursionError.
+    path = tmp_path / "c.yaml"
+    path.write_text("recipe: train\ndata: {source: digits}\nmodel: {name: 'mlp:8', kwargs: {loop: &a [*a]}}\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path)]) == 2
+    _error_line(capsys)

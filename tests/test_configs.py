@@ -5,10 +5,17 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from pydantic import BaseModel
 
-from distillab.config import load_yaml, validate
+from distillab.config import ModelConfig, load_yaml, validate
+from distillab.methods.fitnet import FitNetKDConfig
+from distillab.methods.kd import KDConfig
+from distillab.models import create_model
 from distillab.recipes import RECIPES
+from distillab.recipes.fitnets import FitNetsRecipe
+from distillab.recipes.hinton import HintonRecipe
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
@@ -18,7 +25,33 @@ def test_shipped_config_is_valid(path):
     data = load_yaml(path)
     cls, module = RECIPES[data["recipe"]]
     cfg = validate(cls, data, str(path))
-    assert module.count_runs(cfg) >= 1  # also checks n / hint / guided ranges against the models
+    module.count_runs(cfg)  # raises when n / hint / guided indices do not fit the models
+    models = list(_models(cfg))
+    assert models, "a study with no model"
+    chans = 3 if "cifar" in str(path) or "imagefolder" in str(path) else 1
+    with torch.device("meta"):  # every model name and its kwargs must build (no memory used)
+        for m in models:
+            assert create_model(m.name, 10, chans, 32, **m.kwargs) is not None, m.name
+
+
+def _models(cfg: BaseModel):
+    """Every ModelConfig inside a validated config."""
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, ModelConfig):
+                yield v
+            elif isinstance(v, BaseModel):
+                yield from _models(v)
+
+
+def test_recipes_embed_the_method_configs():
+    # One home per setting: a recipe's distillation section *is* the method's config, so its
+    # defaults (and any key the method adds) cannot drift from the method's own.
+    distill = HintonRecipe.model_fields["distill"].default
+    assert isinstance(distill, KDConfig) and distill.temperature == KDConfig().temperature
+    assert set(KDConfig.model_fields) <= set(type(distill).model_fields)
+    assert FitNetsRecipe.model_fields["kd"].default == FitNetKDConfig()
 
 
 def test_demo_preset_is_valid():

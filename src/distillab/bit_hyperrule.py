@@ -52,7 +52,9 @@ def get_lr(step: int, dataset_size: int, base_lr: float = BASE_LR) -> float | No
         return base_lr * step / warmup
     if step >= end:
         return None
-    return base_lr * 0.1 ** sum(step >= d for d in decays)
+    # Official bit_hyperrule.get_lr divides by 10 once `s < step`: the decay step itself still
+    # runs at the previous lr.
+    return base_lr * 0.1 ** sum(step > d for d in decays)
 
 
 def scaled_lr(batch_size: int, base_lr: float = BASE_LR) -> float:

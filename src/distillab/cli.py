@@ -15,9 +15,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from pydantic import BaseModel
 from rich.console import Console
 
-from distillab.config import apply_overrides, load_yaml, validate
+from distillab.config import DataConfig, apply_overrides, load_yaml, validate
 from distillab.errors import UserError
 
 DEMO_PRESET = "hinton-demo.yaml"
@@ -33,7 +34,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False) -> str:
+def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False,
+               data_dir: str | None = None) -> str:
     """Validate a config mapping against its recipe and run it; return the result Markdown."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
@@ -43,6 +45,8 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         raise UserError(f"{source}: recipe: {name!r} unknown (known: {', '.join(RECIPES)})")
     cls, module = RECIPES[name]
     cfg = validate(cls, data, source)
+    if data_dir:
+        set_data_dir(cfg, data_dir)
     console.print(f"[bold]{name}[/] → {out}")
     with Study(out, module.count_runs(cfg), console, resume=resume) as study:
         md = module.run(cfg, out, study)
@@ -51,19 +55,19 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
-    data = _with_data_dir(apply_overrides(load_yaml(args.config), args.overrides), args)
+    data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    run_config(data, out, console, str(args.config), args.resume)
+    run_config(data, out, console, str(args.config), args.resume, args.data_dir)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     text = resources.files("distillab.presets").joinpath(DEMO_PRESET).read_text()
     import yaml
 
-    data = _with_data_dir(apply_overrides(yaml.safe_load(text), args.overrides), args)
+    data = apply_overrides(yaml.safe_load(text), args.overrides)
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
                   "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
-    run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume)
+    run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -94,22 +98,23 @@ def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help
     p.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
 
 
-def _with_data_dir(data: dict, args: argparse.Namespace) -> dict:
-    """Point every data section of the config (any mapping with a ``source`` name) at --data-dir."""
-    def walk(node: object) -> int:
-        if isinstance(node, dict):
-            hits = 0
-            if isinstance(node.get("source"), str):
-                node["data_dir"] = args.data_dir
-                hits = 1
-            return hits + sum(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return sum(walk(v) for v in node)
-        return 0
+def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
+    """Point every :class:`DataConfig` inside a *validated* config at ``data_dir``; return how many.
 
-    if args.data_dir and not walk(data):
-        data.setdefault("data", {})["data_dir"] = args.data_dir  # the default data section
-    return data
+    Walking the schema (not the raw YAML mapping) means only real data sections change — an
+    ``init:`` section's ``source`` (a run folder) is left alone — and it cannot recurse forever on
+    self-referencing or exponentially aliased YAML, since validation already produced a tree."""
+    hits = 0
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, DataConfig):
+                v.data_dir = data_dir
+                hits += 1
+            elif isinstance(v, BaseModel):
+                hits += set_data_dir(v, data_dir)
+    return hits
 
 
 def build_parser() -> argparse.ArgumentParser:

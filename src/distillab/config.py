@@ -70,11 +70,36 @@ class DataConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
+def _plain_data(value: Any, budget: int = 10_000) -> None:
+    """Raise ValueError unless ``value`` is a small tree of YAML scalars, lists and mappings: no
+    cycles (a self-referencing alias) and no exponential fan-out ("billion laughs" aliases)."""
+    seen = 0
+    stack: list[tuple[Any, tuple[int, ...]]] = [(value, ())]
+    while stack:
+        node, ancestors = stack.pop()
+        seen += 1
+        if seen > budget:
+            raise ValueError(f"more than {budget} values: not a model's keyword arguments")
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) in ancestors:
+                raise ValueError("refers to itself (a recursive YAML alias)")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, ancestors + (id(node),)) for c in children)
+        elif not isinstance(node, (str, int, float, bool, type(None))):
+            raise ValueError(f"holds a {type(node).__name__}; use plain YAML values")
+
+
 class ModelConfig(Strict):
     """A model from the zoo: ``name`` like ``mlp:1200-1200``, ``resnet20``, ``timm:resnet18``."""
 
     name: str
     kwargs: dict[str, Any] = {}
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _plain_data(v)
+        return v
 
 
 class OptimConfig(Strict):

@@ -31,14 +31,6 @@ class Role(Strict):
     train: TrainConfig = TrainConfig()
 
 
-class Stage2(Strict):
-    """FitNets' stage-2 loss: H(y, P_S) + λ·H(P_T^τ, P_S^τ), λ annealed linearly."""
-
-    temperature: float = Field(3.0, gt=0)
-    lambda_start: float = 4.0
-    lambda_end: float = 1.0
-
-
 class FitNetsRecipe(Strict):
     recipe: Literal["fitnets"] = "fitnets"
     data: DataConfig = DataConfig()
@@ -47,7 +39,8 @@ class FitNetsRecipe(Strict):
     hint: int = Field(description="teacher block whose output is the hint")
     guided: int = Field(description="student block guided by the hint")
     stage1: TrainConfig = Field(TrainConfig(epochs=5), description="hint training schedule")
-    kd: Stage2 = Field(Stage2(), description="the stage-2 loss, also used for the KD-only student")
+    kd: FitNetKDConfig = Field(FitNetKDConfig(), description="the stage-2 loss (methods/fitnet.py's own config), "
+                               "also used for the KD-only student; its teacher is filled by the recipe")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
 
@@ -71,7 +64,7 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
         acc["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed)["test_acc"])
         student = dict(data=cfg.data, model=cfg.student.model, train=cfg.student.train)
         acc["student"].append(study.run("student", RunSpec(**student), seed)["test_acc"])
-        kd = FitNetKDConfig(teacher=teacher, **cfg.kd.model_dump())
+        kd = cfg.kd.model_copy(update={"teacher": teacher})
         acc["kd"].append(study.run("student-kd", RunSpec(**student, method=kd), seed)["test_acc"])
         hint = FitNetHintConfig(teacher=teacher, hint=cfg.hint, guided=cfg.guided)
         study.run("fitnet-stage1", RunSpec(data=cfg.data, model=cfg.student.model, train=cfg.stage1, method=hint),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
@@ -24,10 +24,18 @@ class Role(Strict):
     train: TrainConfig = TrainConfig()
 
 
-class Distill(Strict):
-    temperature: float = Field(20.0, gt=0)
-    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft term; (1 - alpha) weights the labels")
+class Distill(KDConfig):
+    """The distilled student's loss — :class:`~distillab.methods.kd.KDConfig` itself, so every key
+    and default (temperature, alpha, …) has one home — plus its training schedule."""
+
     train: TrainConfig | None = Field(None, description="defaults to the student's schedule")
+
+    @field_validator("teacher")
+    @classmethod
+    def _filled_by_recipe(cls, v: list[str]) -> list[str]:
+        if v:
+            raise ValueError("the hinton recipe trains its own teacher; remove distill.teacher")
+        return v
 
 
 class HintonRecipe(Strict):
@@ -57,8 +65,8 @@ def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
     for seed in cfg.seeds:
         results["teacher"].append(study.run("teacher", spec(cfg.teacher), seed))
         results["student"].append(study.run("student", spec(cfg.student), seed))
-        kd = KDConfig(temperature=cfg.distill.temperature, alpha=cfg.distill.alpha,
-                      teacher=[str(study.run_dir("teacher", seed))])
+        kd = KDConfig.model_validate({**cfg.distill.model_dump(exclude={"train"}),
+                                      "teacher": [str(study.run_dir("teacher", seed))]})
         distill_spec = spec(cfg.student, method=kd).model_copy(
             update={"train": cfg.distill.train or cfg.student.train})
         results["distilled"].append(study.run("distilled", distill_spec, seed))
