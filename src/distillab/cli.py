@@ -54,7 +54,20 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     return md
 
 
+def _import_modules(names: list[str]) -> None:
+    """Import user modules (``--import mypkg.models``) so their ``@register_model`` /
+    ``@register_method`` decorators run before the config is read."""
+    import importlib
+
+    for name in names or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(f"--import {name}: {e}") from None
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    _import_modules(args.imports)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     run_config(data, out, console, str(args.config), args.resume, args.data_dir)
@@ -68,6 +81,50 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
                   "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir)
+
+
+LIST_KINDS = ("recipes", "models", "methods", "sources")
+SOURCE_HELP = {
+    "fashion-mnist": "70k 28x28 grey clothing images, 10 classes (Debian: dataset-fashion-mnist)",
+    "mnist": "70k 28x28 grey digits, 10 classes",
+    "cifar10": "60k 32x32 colour images, 10 classes",
+    "cifar100": "60k 32x32 colour images, 100 classes",
+    "digits": "scikit-learn's bundled 1,797 8x8 digits (always available; used by the tests)",
+    "imagefolder:PATH": "PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, resized to data.image_size",
+}
+
+
+def _summary(doc: str | None, limit: int = 110) -> str:
+    """The first paragraph of a docstring, shortened, without a leading "Recipe ``name``:" tag."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = text.split(": ", 1)[1] if text.startswith("Recipe ``") and ": " in text else text
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> None:
+    """One line per recipe, model family, method or data source."""
+    _import_modules(args.imports)
+    rows: list[tuple[str, str]] = []
+    if args.kind == "recipes":
+        from distillab.recipes import RECIPES
+
+        rows = [(name, _summary(module.__doc__)) for name, (_, module) in RECIPES.items()]
+    elif args.kind == "models":
+        from distillab.models import MODELS
+
+        rows = [(e.help.split(" — ")[0] if " — " in e.help else e.name, e.help.split(" — ")[-1])
+                for e in MODELS.values()]
+    elif args.kind == "methods":
+        from distillab.methods import METHODS
+
+        rows = [(e.name, e.help) for e in METHODS.values()]
+    else:
+        from distillab.data.sources import SOURCES
+
+        rows = [(name, SOURCE_HELP.get(name, "")) for name in SOURCES]
+    width = max(len(n) for n, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}".rstrip())
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -121,14 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distillab", description="Transfer learning and knowledge distillation lab.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a recipe from a YAML config")
-    r.add_argument("config")
+    r = sub.add_parser("run", help="run a recipe from a YAML config",
+                       epilog="example: distillab run configs/hinton/fashion-mnist.yaml seeds=[0] --out runs/h")
+    r.add_argument("config", help="YAML file whose `recipe:` key picks the study (see `distillab list recipes`)")
+    r.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                   help="import a Python module first, e.g. one that registers your own models (repeatable)")
     _study_options(r, out_default=None, out_help="output folder (default runs/<config name>)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale")
     _study_options(d, out_default="runs/demo", out_help="output folder")
     d.set_defaults(func=cmd_demo)
+
+    ls = sub.add_parser("list", help="what can be named in a config: recipes, models, methods, sources",
+                        epilog="example: distillab list methods")
+    ls.add_argument("kind", choices=LIST_KINDS)
+    ls.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                    help="import a module first, so its registered models/methods are listed too")
+    ls.set_defaults(func=cmd_list)
 
     rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds")
     rep.add_argument("runs_dir")
