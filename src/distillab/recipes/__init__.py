@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from distillab.recipes import bit, born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
+from distillab.recipes import benchmark, bit, born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
 
 RECIPES: dict[str, tuple[type, ModuleType]] = {
     "train": (train.TrainRecipe, train),
@@ -18,6 +18,7 @@ RECIPES: dict[str, tuple[type, ModuleType]] = {
     "born-again": (born_again.BornAgainRecipe, born_again),
     "label-refinery": (label_refinery.LabelRefineryRecipe, label_refinery),
     "bit": (bit.BiTRecipe, bit),
+    "benchmark": (benchmark.BenchmarkRecipe, benchmark),
 }
 
 __all__ = ["RECIPES"]

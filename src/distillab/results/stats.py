@@ -35,3 +35,37 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue()
+
+
+def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences over seeds and its two-sided Student-t interval (lo, hi).
+
+    With one seed the interval is (nan, nan): a single run cannot say how much the difference
+    would move with another seed."""
+    vals = list(diffs)
+    m, s = mean_std(vals)
+    if len(vals) < 2:
+        return m, float("nan"), float("nan")
+    from scipy.stats import t  # scikit-learn already depends on scipy
+
+    half = t.ppf(0.5 + level / 2, len(vals) - 1) * s / len(vals) ** 0.5
+    return m, float(m - half), float(m + half)
+
+
+def verdict(diffs: Sequence[float], direction: int = 1, level: float = 0.95) -> str:
+    """"reproduced" when the interval of the paired difference excludes 0 in the paper's direction
+    (+1: the method should be higher), "not reproduced" when it excludes 0 the other way, else
+    "inconclusive"."""
+    _, lo, hi = paired_interval(diffs, level)
+    if lo != lo:  # nan: fewer than two seeds
+        return "inconclusive"
+    lo, hi = (lo, hi) if direction > 0 else (-hi, -lo)
+    return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
+
+
+def fmt_interval(diffs: Sequence[float], digits: int = 2, scale: float = 100.0, level: float = 0.95) -> str:
+    """'+0.41 [+0.12, +0.70]' (mean and interval of the paired difference, times ``scale``)."""
+    m, lo, hi = (v * scale for v in paired_interval(diffs, level))
+    if lo != lo:
+        return f"{m:+.{digits}f}"
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
