@@ -125,6 +125,10 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     eval_every: int = Field(1, ge=1, description="epochs between validation passes (always after the last)")
     accumulate: int = Field(1, ge=1, description="gradient accumulation: batches per optimiser step")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast forward passes (student, teacher, connectors) to bfloat16 on CPU or "
+        "GPU; weights, optimiser state and the losses' reductions stay fp32")
+    channels_last: bool = Field(False, description="conv nets: NHWC memory layout for weights and inputs")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

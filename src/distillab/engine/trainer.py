@@ -173,17 +173,24 @@ class Trainer:
         if self.progress:
             self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", n_batches)
         device = _device_of(self.objective)
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if cfg.channels_last:
+            self.objective.to(memory_format=torch.channels_last)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         sums: dict[str, float] = {}
         for i, item in enumerate(self.train_loader):
             batch = as_batch(item).to(device)
+            if cfg.channels_last and batch.x.ndim == 4:
+                batch.x = batch.x.contiguous(memory_format=layout)
             step = epoch * steps_per_epoch + i // acc
             if i % acc == 0:
                 factor = lr_factor(step, total, steps_per_epoch, cfg.optim)
                 for g, base in zip(opt.param_groups, self.base_lrs):
                     g["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
-            losses = self.objective(batch, step / total)
-            loss = sum(losses.values())
+            with autocast:
+                losses = self.objective(batch, step / total)
+            loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
                                          f"train.optim.lr or set train.optim.grad_clip")
