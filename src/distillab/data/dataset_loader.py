@@ -1,0 +1,94 @@
+"""A seeded batch loader over any map-style ``torch.utils.data.Dataset`` (the Python API's way in).
+
+It yields :class:`Batch` records with each example's ``index`` (so index-based methods such as
+CRD work on a user's own data) and has ``set_epoch``: the order of epoch e is drawn from
+``(seed, e)``, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
+
+from distillab.data.batch import Batch
+from distillab.data.loader import epoch_seed
+
+
+class _EpochSampler(Sampler[int]):
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
+class _WithIndex(Dataset):
+    """``dataset[i]`` → ``(x, y, i)``; accepts items that are ``(x, y)`` or ``{"x"/"image", "y"/"label"}``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
+        item = self.dataset[i]
+        if isinstance(item, dict):
+            item = (item.get("x", item.get("image")), item.get("y", item.get("label")))
+        x, y = item[0], item[1]
+        return x, torch.as_tensor(y, dtype=torch.long), i
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """Whole-batch fetch for tensor datasets (also inside ``Subset``s, as ``random_split``
+        makes them): one gather instead of a Python call and a stack per example."""
+        base: Any = self.dataset
+        idx = list(indices)
+        while isinstance(base, Subset):
+            idx = [base.indices[i] for i in idx]
+            base = base.dataset
+        if isinstance(base, TensorDataset) and len(base.tensors) >= 2:
+            t = torch.as_tensor(idx)
+            return [Batch(base.tensors[0][t], base.tensors[1][t].long(), torch.as_tensor(indices))]
+        return [self[i] for i in indices]
+
+
+def _collate(items: list[Any]) -> Batch:
+    if len(items) == 1 and isinstance(items[0], Batch):
+        return items[0]  # fetched whole by __getitems__
+    xs, ys, idx = zip(*items)
+    return Batch(torch.stack([torch.as_tensor(x) for x in xs]), torch.stack(ys), torch.tensor(idx))
+
+
+class DatasetLoader:
+    """Batches of a map-style dataset, shuffled per epoch from ``seed``; ``num_workers`` decode in
+    parallel (a ``torch.utils.data.DataLoader`` underneath). A shuffled epoch drops a last batch of
+    one example (BatchNorm cannot train on it), like the in-memory loader."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 128, *, shuffle: bool = True, seed: int = 0,
+                 num_workers: int = 0) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError("the dataset is empty")
+        self.sampler = _EpochSampler(n, seed, shuffle)
+        drop = shuffle and n > batch_size and n % batch_size == 1
+        self.loader = DataLoader(_WithIndex(dataset), batch_size=batch_size, sampler=self.sampler,
+                                 collate_fn=_collate, drop_last=drop, num_workers=num_workers)
+        self.num_examples = n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
