@@ -3,7 +3,9 @@
   distillab run CONFIG [key.sub=value ...] [--out DIR] [--data-dir DIR] [--resume]
   distillab demo [--out DIR] [--data-dir DIR] [--resume]
   distillab report RUNS_DIR [--csv]
-  distillab profile MODEL [MODEL ...] [--input-shape 1x28x28] [--num-classes 10]
+  distillab profile MODEL|RUN|FILE.onnx [...] [--input-shape 1x28x28] [--runtime torch|onnxruntime]
+  distillab export RUN [--onnx FILE] [--torchscript FILE]
+  distillab list recipes|models|methods|sources
 
 Bad input ends with a one-line ``error:`` message and exit code 2.
 """
@@ -15,11 +17,16 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 from rich.console import Console
 
 from distillab.config import DataConfig, apply_overrides, load_yaml, validate
 from distillab.errors import UserError
+
+if TYPE_CHECKING:
+    from distillab.profile import Cost
 
 DEMO_PRESET = "hinton-demo.yaml"
 
@@ -31,6 +38,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
         raise UserError(f"--input-shape {text!r} must look like CxHxW, e.g. 1x28x28") from None
     if h != w or min(c, h) <= 0:
         raise UserError(f"--input-shape {text!r}: need square images with positive sizes")
+    if c > 64 or h > 2048:
+        raise UserError(f"--input-shape {text!r}: at most 64 channels and 2048 pixels a side")
     return c, h, w
 
 
@@ -135,17 +144,78 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
     print(csv_table(header, rows) if args.csv else markdown_table(header, rows))
 
 
+def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
+    """A model name, a run folder / model file, or an ONNX file → its cost row."""
+    import tempfile
+
+    from distillab.profile import Cost, count_macs, latency_stats, onnx_latency_stats
+
+    path = Path(arg)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise UserError(f"ONNX file not found: {path}")
+        import onnx
+
+        try:
+            graph = onnx.load(str(path)).graph
+        except Exception as e:  # noqa: BLE001 - onnx raises many types for a bad file
+            raise UserError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
+        params = sum(int(__import__("numpy").prod(t.dims)) for t in graph.initializer)
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
+        shape = tuple(dims) if len(dims) == 3 and all(dims) else _parse_shape(args.input_shape)
+        b1, b256 = (onnx_latency_stats(str(path), shape, b, r) for b, r in ((1, args.repeats), (256, max(5, args.repeats // 4))))
+        return Cost(path.name, params, None, b1[0], b256[0], b1[1:], b256[1:])
+    if path.is_dir() or path.suffix == ".safetensors":
+        from distillab.export import load_student
+
+        model, shape = load_student(path)
+        name = str(path)
+    else:
+        from distillab.models import create_model
+
+        shape = _parse_shape(args.input_shape)
+        model, name = create_model(arg, args.num_classes, shape[0], shape[1]).eval(), arg
+    params = sum(p.numel() for p in model.parameters())
+    if args.runtime == "onnxruntime":
+        from distillab.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            export_onnx(model, shape, Path(d) / "m.onnx")
+            b1, b256 = (onnx_latency_stats(str(Path(d) / "m.onnx"), shape, b, r)
+                        for b, r in ((1, args.repeats), (256, max(5, args.repeats // 4))))
+    else:
+        b1 = latency_stats(model, shape, 1, args.repeats)
+        b256 = latency_stats(model, shape, 256, max(5, args.repeats // 4))
+    return Cost(name, params, count_macs(model, shape), b1[0], b256[0], b1[1:], b256[1:])
+
+
 def cmd_profile(args: argparse.Namespace, console: Console) -> None:
-    from distillab.models import create_model
-    from distillab.profile import cost_table, profile_models
+    from distillab.profile import cost_table
     from distillab.results.stats import markdown_table
 
-    c, h, _ = _parse_shape(args.input_shape)
-    models = [(n, create_model(n, args.num_classes, c, h)) for n in args.models]
-    header, rows = cost_table(profile_models(models, (c, h, h), repeats=args.repeats))
+    if args.num_classes < 1 or args.repeats < 1:
+        raise UserError("--num-classes and --repeats must be at least 1")
+    header, rows = cost_table([_profile_item(m, args) for m in args.models])
     print(markdown_table(header, rows))
-    print(f"\nCPU latency (median), input {c}x{h}x{h}; speed-up = latency@256 of {args.models[0]} / latency@256, "
+    print(f"\nCPU latency ({args.runtime}; .onnx files always in onnxruntime, with BatchNorm folded into the "
+          f"convs, hence fewer params): median [inter-quartile range] over {args.repeats} repeats at batch 1, "
+          f"max(5, repeats/4) at 256, after 3 warm-up passes; speed-up = latency@256 of {args.models[0]} / latency@256, "
           f"compression = params of {args.models[0]} / params.")
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> None:
+    from distillab.export import export_onnx, export_torchscript, load_student
+
+    if not (args.onnx or args.torchscript):
+        raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
+    model, shape = load_student(args.run)
+    if args.onnx:
+        diff = export_onnx(model, shape, args.onnx)
+        print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N); "
+              f"max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
+    if args.torchscript:
+        diff = export_torchscript(model, shape, args.torchscript)
+        print(f"wrote {args.torchscript}; max |TorchScript - PyTorch| on a random batch: {diff:.2e}")
 
 
 def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help: str) -> None:
@@ -202,12 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", action="store_true")
     rep.set_defaults(func=cmd_report)
 
-    pr = sub.add_parser("profile", help="params, mult-adds, latency, speed-up, compression")
-    pr.add_argument("models", nargs="+")
-    pr.add_argument("--input-shape", default="1x28x28")
-    pr.add_argument("--num-classes", type=int, default=10)
-    pr.add_argument("--repeats", type=int, default=20)
+    pr = sub.add_parser("profile", help="params, mult-adds, latency (median, IQR), speed-up, compression",
+                        epilog="example: distillab profile runs/demo/teacher/seed0 runs/demo/distilled/seed0 "
+                               "student.onnx")
+    pr.add_argument("models", nargs="+", help="model names (see `distillab list models`), run folders, "
+                    "model.safetensors or .onnx files; the first is the reference for speed-up and compression")
+    pr.add_argument("--input-shape", default="1x28x28", help="CxHxW of one image, for model names (run folders "
+                    "and ONNX files know their own)")
+    pr.add_argument("--num-classes", type=int, default=10, help="classes of models built from a name")
+    pr.add_argument("--repeats", type=int, default=20, help="timed forward passes at batch 1 (a quarter at 256)")
+    pr.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                    help="time PyTorch eager, or the model exported to ONNX in onnxruntime")
     pr.set_defaults(func=cmd_profile)
+
+    ex = sub.add_parser("export", help="write a run's student as ONNX and/or TorchScript, checked against PyTorch",
+                        epilog="example: distillab export runs/demo/distilled/seed0 --onnx student.onnx")
+    ex.add_argument("run", help="run folder (or model.safetensors): only the student is exported, no connectors")
+    ex.add_argument("--onnx", metavar="FILE", help="ONNX file to write (dynamic batch axis)")
+    ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

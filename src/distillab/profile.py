@@ -24,52 +24,96 @@ def count_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def _quantiles(times: list[float]) -> tuple[float, float, float]:
+    """Median, first and third quartile (ms) of wall times in seconds."""
+    t = sorted(1000 * v for v in times)
+    q = lambda f: t[min(len(t) - 1, int(f * (len(t) - 1) + 0.5))]  # noqa: E731 - nearest rank
+    return q(0.5), q(0.25), q(0.75)
+
+
 @torch.no_grad()
-def latency_ms(model: nn.Module, in_shape: tuple[int, int, int], batch: int, repeats: int = 20,
-               device: str | torch.device = "cpu") -> float:
-    """Median wall time of one forward pass at ``batch`` on ``device``, in milliseconds."""
+def latency_stats(model: nn.Module, in_shape: tuple[int, int, int], batch: int, repeats: int = 20,
+                  device: str | torch.device = "cpu", warmup: int = 3) -> tuple[float, float, float]:
+    """(median, q1, q3) of the wall time of one forward pass at ``batch``, in ms, after ``warmup``
+    untimed passes. The inter-quartile range says how much a busy machine moved the figure."""
     model = model.to(device).eval()
     x = torch.randn(batch, *in_shape, device=device)
-    for _ in range(3):
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
         model(x)
     times = []
-    for _ in range(repeats):
-        if torch.device(device).type == "cuda":
+    for _ in range(max(1, repeats)):
+        if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         model(x)
-        if torch.device(device).type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+    return _quantiles(times)
+
+
+def latency_ms(model: nn.Module, in_shape: tuple[int, int, int], batch: int, repeats: int = 20,
+               device: str | torch.device = "cpu") -> float:
+    """Median wall time of one forward pass at ``batch`` on ``device``, in milliseconds."""
+    return latency_stats(model, in_shape, batch, repeats, device)[0]
+
+
+def onnx_latency_stats(path: str, in_shape: tuple[int, int, int], batch: int, repeats: int = 20,
+                       warmup: int = 3) -> tuple[float, float, float]:
+    """(median, q1, q3) ms of one onnxruntime CPU inference at ``batch``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, *in_shape), np.float32)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return _quantiles(times)
 
 
 @dataclass
 class Cost:
     name: str
     params: int
-    macs: int
+    macs: int | None
     ms_b1: float
     ms_b256: float
+    iqr_b1: tuple[float, float] = (float("nan"), float("nan"))
+    iqr_b256: tuple[float, float] = (float("nan"), float("nan"))
 
 
 def profile_models(named: list[tuple[str, nn.Module]], in_shape: tuple[int, int, int], repeats: int = 20) -> list[Cost]:
-    """Measure each model on the CPU (batch 1 and 256)."""
+    """Measure each model on the CPU (batch 1 and 256): median and inter-quartile range."""
     out = []
     for name, m in named:
         m = m.cpu()
+        b1 = latency_stats(m, in_shape, 1, repeats)
+        b256 = latency_stats(m, in_shape, 256, max(5, repeats // 4))
         out.append(Cost(name, sum(p.numel() for p in m.parameters()), count_macs(m, in_shape),
-                        latency_ms(m, in_shape, 1, repeats), latency_ms(m, in_shape, 256, max(3, repeats // 4))))
+                        b1[0], b256[0], b1[1:], b256[1:]))
     return out
 
 
+def _ms(median: float, iqr: tuple[float, float], digits: int) -> str:
+    if iqr[0] != iqr[0]:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{iqr[0]:.{digits}f}–{iqr[1]:.{digits}f}]"
+
+
 def cost_table(costs: list[Cost]) -> tuple[list[str], list[list[str]]]:
-    """Rows with speed-up (latency at batch 256) and compression (params) relative to the first model."""
+    """Rows with speed-up (latency at batch 256) and compression (params) relative to the first
+    model; latencies are medians with the inter-quartile range in brackets."""
     ref = costs[0]
-    header = ["model", "# params", "# mult-adds", "ms @1", "ms @256", "speed-up", "compression"]
-    rows = [[c.name, human(c.params), human(c.macs), f"{c.ms_b1:.3f}", f"{c.ms_b256:.2f}",
-             f"{ref.ms_b256 / c.ms_b256:.2f}", f"{ref.params / c.params:.2f}"] for c in costs]
+    header = ["model", "# params", "# mult-adds", "ms @1 [IQR]", "ms @256 [IQR]", "speed-up", "compression"]
+    rows = [[c.name, human(c.params), human(c.macs) if c.macs is not None else "—", _ms(c.ms_b1, c.iqr_b1, 3),
+             _ms(c.ms_b256, c.iqr_b256, 2), f"{ref.ms_b256 / c.ms_b256:.2f}", f"{ref.params / c.params:.2f}"]
+            for c in costs]
     return header, rows
 
 

@@ -1,0 +1,81 @@
+"""Deployment: a trained student (run folder or model file) to ONNX or TorchScript, checked.
+
+Connectors (regressors, embedding heads, memory banks, fusion modules) never reach the export:
+only ``model.safetensors`` — the student alone — is read. The exported graph takes a batch of
+normalised images ``(N, C, H, W)`` (any N) and returns logits; after writing, the file is run
+on random inputs and compared with PyTorch's outputs, and the largest difference is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distillab.engine.checkpoint import load_model, read_model_spec
+from distillab.errors import UserError
+
+
+def load_student(run: str | Path) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The student of a run folder (or a ``model.safetensors``) in eval mode, and its input shape."""
+    _, spec = read_model_spec(run)
+    model = load_model(run).eval()
+    return model, (spec["in_chans"], spec["img_size"], spec["img_size"])
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name such as student.onnx")
+    if not path.parent.is_dir():
+        raise UserError(f"folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"folder {path.parent} is not writable")
+
+
+def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, opset: int = 17) -> float:
+    """Write ``model`` as ONNX with a dynamic batch axis; return max |onnxruntime − torch| on a
+    random batch of 4 (onnxruntime must be installed: ``pip install distillab[export]``)."""
+    path = Path(path)
+    _check_target(path)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'distillab[export]'") from None
+    x = torch.randn(2, *in_shape)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated but exact and fast here
+        try:
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], opset_version=opset,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        except Exception:  # noqa: BLE001 - fall back to the torch.export-based exporter
+            tmp.unlink(missing_ok=True)
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True)
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    x4 = torch.randn(4, *in_shape)
+    with torch.no_grad():
+        ref = model(x4).float().numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x4.numpy()})[0]
+    os.replace(tmp, path)
+    return float(abs(got - ref).max())
+
+
+def export_torchscript(model: nn.Module, in_shape: tuple[int, ...], path: str | Path) -> float:
+    """Write ``model`` traced to TorchScript; return max |scripted − eager| on a random batch of 4."""
+    path = Path(path)
+    _check_target(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.trace(model, torch.randn(2, *in_shape))
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    scripted.save(str(tmp))
+    x4 = torch.randn(4, *in_shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = float((torch.jit.load(str(tmp))(x4) - model(x4)).abs().max())
+    os.replace(tmp, path)
+    return diff
