@@ -26,8 +26,10 @@ def test_run_report_and_resume_skip(tmp_path, digits_train_cfg, capsys):
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out), "seeds=[0,1]"]) == 0
     run = out / "mlp" / "seed0"
-    for f in ("config.yaml", "metrics.jsonl", "summary.json", "model.safetensors", "state.json"):
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "model.safetensors"):
         assert (run / f).is_file(), f
+    # A finished run drops its resume checkpoint unless --keep-checkpoints.
+    assert not (run / "state.json").exists() and not list(run.glob("ckpt-*"))
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_acc"] > 0.5 and summary["params"] == 64 * 64 + 64 + 64 * 10 + 10
@@ -190,3 +192,10 @@ def test_data_dir_with_self_referencing_yaml_is_a_clean_error(tmp_path, capsys):
     path.write_text("recipe: train\ndata: {source: digits}\nmodel: {name: 'mlp:8', kwargs: {loop: &a [*a]}}\n")
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path)]) == 2
     _error_line(capsys)
+
+
+def test_keep_checkpoints(tmp_path, digits_train_cfg):
+    cfg = _write(tmp_path / "c.yaml", dict(digits_train_cfg, train={"epochs": 2}))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--keep-checkpoints"]) == 0
+    run = tmp_path / "o" / "mlp" / "seed0"
+    assert (run / "state.json").is_file() and len(list(run.glob("ckpt-*.safetensors"))) == 1

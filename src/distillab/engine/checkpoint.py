@@ -124,6 +124,13 @@ def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], o
         (run_dir / old["file"]).unlink(missing_ok=True)
 
 
+def drop_train_state(run_dir: Path) -> None:
+    """Delete the resumable state of a finished run: the commit point first, then the files."""
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    for f in run_dir.glob("ckpt-*.safetensors"):
+        f.unlink(missing_ok=True)
+
+
 def read_train_state(run_dir: Path) -> dict[str, Any] | None:
     p = run_dir / STATE_FILE
     if not p.is_file():

@@ -17,7 +17,7 @@ import yaml
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
-from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, load_model, save_model
+from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, drop_train_state, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
 from distillab.methods import Context, MethodConfig, Teacher, build_objective
@@ -75,9 +75,12 @@ def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
 
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
                 device: torch.device | None = None, data: DataBundle | None = None,
-                resume: bool = True) -> dict[str, Any]:
+                resume: bool = True, keep_checkpoints: bool = False) -> dict[str, Any]:
     """Train one run and return its summary. A finished run is read back, never retrained; an
-    unfinished one continues from its last checkpoint when ``resume``, else it is an error."""
+    unfinished one continues from its last checkpoint when ``resume``, else it is an error.
+    Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
+    (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
+    connectors, and doubled the size of every finished run)."""
     text = dump_yaml(spec) + f"seed: {seed}\n"
     state = _check_run_dir(run_dir, text)
     if state == "done":
@@ -125,5 +128,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
         "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_session": wall, "device": device.type,
     }
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
+    if not keep_checkpoints:
+        drop_train_state(run_dir)
     return summary

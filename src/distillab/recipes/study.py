@@ -21,9 +21,11 @@ from distillab.results.stats import csv_table, markdown_table
 class Study:
     """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
 
-    def __init__(self, out: Path, total_runs: int, console: Console | None = None, resume: bool = True) -> None:
+    def __init__(self, out: Path, total_runs: int, console: Console | None = None, resume: bool = True,
+                 keep_checkpoints: bool = False) -> None:
         self.out = out
         self.resume = resume
+        self.keep_checkpoints = keep_checkpoints
         self.console = console or Console()
         self.progress = RichProgress(total_runs, self.console)
 
@@ -40,7 +42,8 @@ class Study:
     def run(self, name: str, spec: RunSpec, seed: int) -> dict[str, Any]:
         """Train (or resume / read back) the run ``name`` for ``seed``; return its summary."""
         self.progress.begin_run(f"{name} seed {seed}")
-        summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume)
+        summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
+                              keep_checkpoints=self.keep_checkpoints)
         self.progress.end_run()
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors)")
