@@ -44,7 +44,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False,
-               data_dir: str | None = None, keep_checkpoints: bool = False) -> str:
+               data_dir: str | None = None, keep_checkpoints: bool = False, quiet: bool = False) -> str:
     """Validate a config mapping against its recipe and run it; return the result Markdown."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
@@ -56,8 +56,10 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     cfg = validate(cls, data, source)
     if data_dir:
         set_data_dir(cfg, data_dir)
-    console.print(f"[bold]{name}[/] → {out}")
-    with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints) as study:
+    if not quiet:
+        console.print(f"[bold]{name}[/] → {out}")
+    with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
+               quiet=quiet) as study:
         md = module.run(cfg, out, study)
     console.print(md, soft_wrap=True, markup=False, highlight=False)
     return md
@@ -79,7 +81,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints)
+    run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
@@ -90,7 +92,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
                   "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
-               args.keep_checkpoints)
+               args.keep_checkpoints, args.quiet)
 
 
 LIST_KINDS = ("recipes", "models", "methods", "sources")
@@ -226,6 +228,7 @@ def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help
     p.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished run's resume checkpoint (optimiser state, connectors) beside its model")
+    p.add_argument("--quiet", action="store_true", help="print only the results table (and errors)")
 
 
 def set_data_dir(cfg: BaseModel, data_dir: str) -> int:

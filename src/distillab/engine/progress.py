@@ -1,7 +1,14 @@
-"""A live progress display (rich) for recipes that train many runs."""
+"""Progress displays for recipes that train many runs.
+
+On a terminal: live bars (rich) for the study and the current epoch, with loss, samples/s and
+ETA. Redirected to a file or a pipe: one plain line about every 30 s (run, epoch, batch, loss,
+samples/s, ETA of the epoch), so a log shows life long before a run ends. ``--quiet``: nothing
+but the final table and errors.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +24,8 @@ class RichProgress:
                            console=console, transient=False)
         self._runs = self._p.add_task("runs", total=total_runs, info="")
         self._epoch = self._p.add_task("", total=1, info="", visible=False)
-        self._run_name = ""
+        self._t0 = time.perf_counter()
+        self._seen = 0
 
     def __enter__(self) -> "RichProgress":
         self._p.__enter__()
@@ -30,7 +38,6 @@ class RichProgress:
         self._p.console.print(message)
 
     def begin_run(self, name: str) -> None:
-        self._run_name = name
         self._p.update(self._runs, info=name)
 
     def end_run(self) -> None:
@@ -39,10 +46,72 @@ class RichProgress:
     # --- the trainer's Progress protocol
     def start(self, description: str, total: int) -> None:
         self._p.reset(self._epoch, total=total, description=f"  {description}", info="", visible=True)
+        self._t0, self._seen = time.perf_counter(), 0
 
     def advance(self, n: int = 1, **fields: Any) -> None:
-        info = " ".join(f"{k} {v:.3f}" for k, v in fields.items())
+        self._seen += int(fields.pop("samples", 0))
+        rate = self._seen / max(time.perf_counter() - self._t0, 1e-9)
+        info = " ".join(f"{k} {v:.3f}" for k, v in fields.items()) + f" {rate:,.0f} samples/s"
         self._p.update(self._epoch, advance=n, info=info)
 
     def finish(self) -> None:
         pass
+
+
+class PlainProgress:
+    """Plain lines for logs: each finished run, and a status line every ``interval`` seconds."""
+
+    def __init__(self, total_runs: int, console: Console | None = None, interval: float = 30.0) -> None:
+        self.console = console or Console()
+        self.total, self.done, self.interval = total_runs, 0, interval
+        self._run = ""
+        self._last = time.perf_counter()
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def begin_run(self, name: str) -> None:
+        self._run = name
+
+    def end_run(self) -> None:
+        self.done += 1
+
+    def start(self, description: str, total: int) -> None:
+        self._desc, self._total, self._i, self._seen = description, total, 0, 0
+        self._t0 = time.perf_counter()
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        self._i += n
+        self._seen += int(fields.pop("samples", 0))
+        now = time.perf_counter()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        elapsed = now - self._t0
+        eta = elapsed / max(self._i, 1) * (self._total - self._i)
+        loss = f" loss {fields['loss']:.4f}" if "loss" in fields else ""
+        self.log(f"[run {self.done + 1}/{self.total} {self._run}] {self._desc} batch {self._i}/{self._total}{loss} "
+                 f"{self._seen / max(elapsed, 1e-9):,.0f} samples/s, epoch ETA {eta:.0f} s")
+
+    def finish(self) -> None:
+        pass
+
+
+class QuietProgress(PlainProgress):
+    """No output at all (``--quiet``)."""
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def make_progress(total_runs: int, console: Console, quiet: bool = False) -> RichProgress | PlainProgress:
+    """Bars on a terminal, periodic lines otherwise, nothing when ``quiet``."""
+    if quiet:
+        return QuietProgress(total_runs, console)
+    return RichProgress(total_runs, console) if console.is_terminal else PlainProgress(total_runs, console)

@@ -98,7 +98,8 @@ class Trainer:
     def __init__(self, objective: Objective, train: BatchSource, cfg: TrainConfig, run_dir: Path, *, seed: int,
                  val: Iterable[Any] | None = None, progress: Progress | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 param_groups: list[dict] | None = None, callbacks: Iterable[Any] = ()) -> None:
+                 param_groups: list[dict] | None = None, callbacks: Iterable[Any] = (),
+                 tensorboard: bool | None = None) -> None:
         self.objective = objective
         self.train_loader = train
         self.val_loader = val
@@ -112,6 +113,12 @@ class Trainer:
         self.optimizer = make_optimizer(groups, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # TensorBoard event files in <run_dir>/tb when the package is installed (None = if available;
+        # $DISTILLAB_TENSORBOARD=0 turns it off).
+        if tensorboard is None:
+            tensorboard = os.environ.get("DISTILLAB_TENSORBOARD", "1") != "0"
+        self._want_tb = tensorboard
+        self._tb: Any = None
 
     def _metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
@@ -136,12 +143,15 @@ class Trainer:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             losses = self._train_epoch(epoch)
+            train_seconds = time.perf_counter() - t0
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                                       **{f"train_{k}": v for k, v in losses.items()}}
             if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
             record["seconds"] = time.perf_counter() - t0
+            record["samples_per_s"] = self._samples / max(train_seconds, 1e-9)
+            self._log_tensorboard(record)
             # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
             with self._metrics_path().open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -152,7 +162,28 @@ class Trainer:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
+        if self._tb is not None:
+            self._tb.close()
         return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]
+
+    def _log_tensorboard(self, record: dict[str, Any]) -> None:
+        """Every named loss, accuracy, lr and samples/s of an epoch, at step = epoch."""
+        if not self._want_tb:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra
+                self._want_tb = False
+                return
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        step = record["epoch"]
+        for key, value in record.items():
+            if key in ("epoch", "seconds") or not isinstance(value, (int, float)):
+                continue
+            group = "train" if key.startswith("train_") else "val" if key.startswith("val_") else "opt"
+            self._tb.add_scalar(f"{group}/{key.split('_', 1)[1] if group != 'opt' else key}", value, step)
+        self._tb.flush()
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training data; returns the mean of each named loss.
@@ -178,6 +209,7 @@ class Trainer:
             self.objective.to(memory_format=torch.channels_last)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         sums: dict[str, float] = {}
+        self._samples = 0
         for i, item in enumerate(self.train_loader):
             batch = as_batch(item).to(device)
             if cfg.channels_last and batch.x.ndim == 4:
@@ -203,6 +235,7 @@ class Trainer:
                 opt.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
+            self._samples += len(batch)
             if self.progress:
-                self.progress.advance(1, loss=loss.item())
+                self.progress.advance(1, loss=loss.item(), samples=len(batch))
         return {k: v / n_batches for k, v in sums.items()}

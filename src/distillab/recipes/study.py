@@ -11,7 +11,7 @@ from rich.console import Console
 from distillab.config import DataConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
-from distillab.engine.progress import RichProgress
+from distillab.engine.progress import make_progress
 from distillab.engine.run import RunSpec, execute_run
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
@@ -22,12 +22,12 @@ class Study:
     """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
 
     def __init__(self, out: Path, total_runs: int, console: Console | None = None, resume: bool = True,
-                 keep_checkpoints: bool = False) -> None:
+                 keep_checkpoints: bool = False, quiet: bool = False) -> None:
         self.out = out
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
         self.console = console or Console()
-        self.progress = RichProgress(total_runs, self.console)
+        self.progress = make_progress(total_runs, self.console, quiet)
 
     def __enter__(self) -> "Study":
         self.progress.__enter__()
