@@ -89,10 +89,22 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     import yaml
 
     data = apply_overrides(yaml.safe_load(text), args.overrides)
-    console.print("Hinton et al. 2015 at CPU scale: teacher 2x1200 (dropout, jitter), student 2x800 alone, "
-                  "student 2x800 distilled; 3 seeds (about 8 minutes on 2 cores).")
+    d = data.get("distill", {})
+    T, alpha = d.get("temperature", "?"), d.get("alpha", "?")
+    if not args.quiet:
+        console.print(
+            "Hinton et al. 2015 at CPU scale, on Fashion-MNIST. A big teacher (2x1200 units, dropout, jittered "
+            "images) is trained first; then a student with about half its parameters (2x800: 1.3M vs 2.4M) is "
+            "trained twice — alone on the labels, and on the teacher's soft targets.\n"
+            f"Soft targets are the teacher's class probabilities softened at temperature T={T} (they show which "
+            f"wrong classes look alike); alpha={alpha} weights them against the labels.\n"
+            f"{len(data.get('seeds') or [0])} seed(s), about 8 minutes for 3 on 2 CPU cores; the table compares the "
+            f"three models.", highlight=False)
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
                args.keep_checkpoints, args.quiet)
+    if not args.quiet:
+        console.print("Read more: docs/results.md (every study, with intervals), docs/methods/kd.md (the loss and its "
+                      "keys); `distillab list recipes` for the other studies.", highlight=False)
 
 
 LIST_KINDS = ("recipes", "models", "methods", "sources")

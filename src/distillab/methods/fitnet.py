@@ -9,7 +9,7 @@ H(y, P_S) + λ·H(P_T^τ, P_S^τ) with τ = 3 and λ annealed linearly from 4 to
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from distillab.models import forward_to_block
 
 
 class FitNetHintConfig(Strict):
+    # Said beside the run's accuracy: a stage-1 student is never trained to classify.
+    accuracy_note: ClassVar[str] = ("stage 1 trains only the blocks up to the guided layer and a regressor, not the "
+                                    "classifier: chance-level accuracy is expected")
     name: Literal["fitnet-hint"] = "fitnet-hint"
     teacher: list[str] = teacher_field(max_length=1)
     hint: int = Field(description="teacher block index whose output is the hint")

@@ -45,8 +45,9 @@ class Study:
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
                               keep_checkpoints=self.keep_checkpoints)
         self.progress.end_run()
+        note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
-                          f"({summary['test_errors']} errors)")
+                          f"({summary['test_errors']} errors){' — ' + note if note else ''}")
         return summary
 
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
