@@ -44,7 +44,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False,
-               data_dir: str | None = None, keep_checkpoints: bool = False, quiet: bool = False) -> str:
+               data_dir: str | None = None, keep_checkpoints: bool = False, quiet: bool = False,
+               command: str | None = None) -> str:
     """Validate a config mapping against its recipe and run it; return the result Markdown."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
@@ -58,6 +59,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         set_data_dir(cfg, data_dir)
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
+    _write_provenance(out, cfg, command)
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet) as study:
         md = module.run(cfg, out, study)
@@ -77,11 +79,27 @@ def _import_modules(names: list[str]) -> None:
             raise UserError(f"--import {name}: {e}") from None
 
 
+def _write_provenance(out: Path, cfg: BaseModel, command: str | None) -> None:
+    """``study.json`` in the study folder: the command line and the validated config (for reports)."""
+    import json
+
+    from distillab.config import dump_yaml
+    from distillab.engine.checkpoint import atomic_write_text
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out} ({e.strerror})") from None
+    command = command or "(from Python) distillab.run_study(...)"
+    atomic_write_text(out / "study.json", json.dumps({"command": command, "config_yaml": dump_yaml(cfg)}, indent=1))
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet)
+    run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet,
+               args.command_line)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
@@ -101,7 +119,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
             f"{len(data.get('seeds') or [0])} seed(s), about 8 minutes for 3 on 2 CPU cores; the table compares the "
             f"three models.", highlight=False)
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
-               args.keep_checkpoints, args.quiet)
+               args.keep_checkpoints, args.quiet, args.command_line)
     if not args.quiet:
         console.print("Read more: docs/results.md (every study, with intervals), docs/methods/kd.md (the loss and its "
                       "keys); `distillab list recipes` for the other studies.", highlight=False)
@@ -154,6 +172,17 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
     from distillab.results.report import report_rows
     from distillab.results.stats import csv_table, markdown_table
+
+    if args.html:
+        from distillab.engine.checkpoint import atomic_write_text
+        from distillab.results.html import build_html
+
+        target = Path(args.html)
+        if target.is_dir() or not target.parent.is_dir():
+            raise UserError(f"--html {target}: give a file in an existing folder")
+        atomic_write_text(target, build_html(Path(args.runs_dir)))
+        print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, images inlined): open it in a browser")
+        return
 
     header, rows = report_rows(Path(args.runs_dir))
     print(csv_table(header, rows) if args.csv else markdown_table(header, rows))
@@ -285,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="import a module first, so its registered models/methods are listed too")
     ls.set_defaults(func=cmd_list)
 
-    rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds")
-    rep.add_argument("runs_dir")
-    rep.add_argument("--csv", action="store_true")
+    rep = sub.add_parser("report", help="table of all finished runs under a folder, mean ± std over seeds",
+                         epilog="example: distillab report runs/demo --html demo.html")
+    rep.add_argument("runs_dir", help="a study's output folder, or a folder of them (e.g. runs/)")
+    rep.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
+    rep.add_argument("--html", metavar="FILE", help="write one self-contained HTML page: every study's table, "
+                     "its plots, learning curves, accuracy vs mult-adds, and the command that made it")
     rep.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("profile", help="params, mult-adds, latency (median, IQR), speed-up, compression",
@@ -321,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    import shlex
+
+    args.command_line = "distillab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     console = Console(stderr=False)
     try:
         args.func(args, console)
