@@ -63,3 +63,19 @@ def test_user_model_from_yaml_with_import(tmp_path, monkeypatch, capsys):
     assert main(["list", "models", "--import", "mymodels"]) == 0
     assert "tiny-user-net" in capsys.readouterr().out
     assert main(["run", str(path), "--out", str(tmp_path / "o2"), "--import", "no_such_module_xyz"]) == 2
+
+
+def test_help_lists_names_and_every_argument_has_help(capsys):
+    import argparse
+
+    from distillab.cli import build_parser
+
+    parser = build_parser()
+    text = parser.format_help()
+    for name in ("benchmark", "hinton", "crd", "reviewkd", "mlp:ARG", "distillab list"):
+        assert name in text
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd, p in sub.choices.items():
+        assert p.epilog and "example:" in p.epilog, cmd
+        for action in p._actions:
+            assert action.help, f"{cmd} {action.dest} has no help text"

@@ -263,9 +263,10 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
 
 def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help: str) -> None:
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, values in YAML, "
+                   "e.g. seeds=[0,1] student.train.epochs=5")
     p.add_argument("--out", default=out_default, help=out_help)
-    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--data-dir", help="folder holding the dataset files (every data section of the config)")
     p.add_argument("--resume", action="store_true", help="continue runs that were interrupted")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished run's resume checkpoint (optimiser state, connectors) beside its model")
@@ -291,8 +292,25 @@ def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
     return hits
 
 
+def _names_epilog() -> str:
+    """What configs can name, for the top-level --help (details: `distillab list KIND`)."""
+    import textwrap
+
+    from distillab.methods import METHODS
+    from distillab.models import MODELS
+    from distillab.recipes import RECIPES
+
+    models = ", ".join(f"{e.name}:ARG" if e.takes_arg and e.pattern is None else
+                       (e.help.split(" — ")[0] if " — " in e.help else e.name) for e in MODELS.values())
+    lines = [f"recipes: {', '.join(RECIPES)}", f"methods: {', '.join(METHODS)}", f"models:  {models}",
+             "`distillab list recipes|models|methods|sources` describes each; docs: README.md, docs/.",
+             "example: distillab run configs/benchmark/fashion-mnist.yaml seeds=[0] --out runs/bench"]
+    return "\n".join(textwrap.fill(ln, 100, subsequent_indent="         ") for ln in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distillab", description="Transfer learning and knowledge distillation lab.")
+    p = argparse.ArgumentParser(prog="distillab", description="Transfer learning and knowledge distillation lab.",
+                                epilog=_names_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a recipe from a YAML config",
@@ -303,13 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     _study_options(r, out_default=None, out_help="output folder (default runs/<config name>)")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale")
+    d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale",
+                       epilog="example: distillab demo seeds=[0] --out runs/demo1   (one seed, about 3 minutes)")
     _study_options(d, out_default="runs/demo", out_help="output folder")
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="what can be named in a config: recipes, models, methods, sources",
                         epilog="example: distillab list methods")
-    ls.add_argument("kind", choices=LIST_KINDS)
+    ls.add_argument("kind", choices=LIST_KINDS, help="what to list")
     ls.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                     help="import a module first, so its registered models/methods are listed too")
     ls.set_defaults(func=cmd_list)
