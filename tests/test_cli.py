@@ -122,11 +122,11 @@ def test_existing_run_dir_with_other_config_is_not_overwritten(tmp_path, digits_
     out = tmp_path / "o"
     assert main(["run", str(cfg), "--out", str(out), "train.epochs=1"]) == 0
     run = out / "mlp" / "seed0"
-    snapshot = {p.name: p.read_bytes() for p in run.iterdir()}
+    snapshot = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main(["run", str(cfg), "--out", str(out), "train.epochs=2"]) == 2
     assert "different config" in _error_line(capsys)
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == snapshot
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
 
 
 def test_corrupt_teacher_checkpoint(tmp_path, digits_train_cfg, capsys):
@@ -169,8 +169,9 @@ def test_data_dir_reaches_every_data_section(tmp_path, capsys, no_data_anywhere)
     cfg = {"recipe": "scratch-vs-pretrained", "source": {"data": {"source": "mnist"}},
            "data": {"source": "mnist"}, "model": {"name": "cnn:4"}}
     path = _write(tmp_path / "c.yaml", cfg)
+    (tmp_path / "mine").mkdir()
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "mine")]) == 2
-    assert f"searched {tmp_path / 'mine'}" in _error_line(capsys)
+    assert f"searched {tmp_path / 'mine'})" in _error_line(capsys)  # and nowhere else
 
 
 def test_data_dir_with_an_init_section(tmp_path, digits_train_cfg, capsys):

@@ -59,9 +59,8 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         set_data_dir(cfg, data_dir)
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
-    _write_provenance(out, cfg, command)
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
-               quiet=quiet) as study:
+               quiet=quiet, provenance=_provenance(cfg, command)) as study:
         md = module.run(cfg, out, study)
     console.print(md, soft_wrap=True, markup=False, highlight=False)
     return md
@@ -79,19 +78,14 @@ def _import_modules(names: list[str]) -> None:
             raise UserError(f"--import {name}: {e}") from None
 
 
-def _write_provenance(out: Path, cfg: BaseModel, command: str | None) -> None:
-    """``study.json`` in the study folder: the command line and the validated config (for reports)."""
+def _provenance(cfg: BaseModel, command: str | None) -> str:
+    """``study.json``: the command line and the validated config (written beside the results table)."""
     import json
 
     from distillab.config import dump_yaml
-    from distillab.engine.checkpoint import atomic_write_text
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {out} ({e.strerror})") from None
     command = command or "(from Python) distillab.run_study(...)"
-    atomic_write_text(out / "study.json", json.dumps({"command": command, "config_yaml": dump_yaml(cfg)}, indent=1))
+    return json.dumps({"command": command, "config_yaml": dump_yaml(cfg)}, indent=1)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
@@ -380,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, console)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: input nested too deeply (a recursive YAML alias?)", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or folder the user named: not a bug, one line and exit 2
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot use{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)

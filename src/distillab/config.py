@@ -137,7 +137,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {p} is not UTF-8 text (is it a YAML file?)") from None
+    except RecursionError:
+        raise UserError(f"config file {p} is nested too deeply") from None
+    except OSError as e:
+        raise UserError(f"config file {p} cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""

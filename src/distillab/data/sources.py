@@ -66,10 +66,14 @@ class Dataset:
 
 
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Directories searched for data, in order."""
+    """Directories searched for data, in order. An explicit ``data_dir`` is the only place
+    searched: a run never falls back from the folder a user named to data found elsewhere."""
     dirs: list[Path] = []
     if data_dir:
-        dirs.append(Path(data_dir).expanduser())
+        d = Path(data_dir).expanduser()
+        if not d.is_dir():
+            raise UserError(f"--data-dir / data.data_dir {d} does not exist or is not a folder")
+        return [d]
     if os.environ.get("DISTILLAB_DATA"):
         dirs.append(Path(os.environ["DISTILLAB_DATA"]).expanduser())
     dirs.extend(STANDARD_DIRS)
@@ -155,7 +159,33 @@ def _load_idx_family(name: str, tv_name: str, debian_pkg: str | None,
         return read_idx(p if p.exists() else found / (stem + ".gz"))
 
     xtr, ytr, xte, yte = (get(f) for f in _IDX_FILES)
+    _check_identity(name, found, yte)
     return Dataset(name, xtr.unsqueeze(1), ytr.long(), xte.unsqueeze(1), yte.long(), classes).check()
+
+
+# SHA-256 of Fashion-MNIST's test labels (the 10,000 uint8 values): IDX files carry no dataset name,
+# and MNIST's files have the same names, shapes and label range.
+FASHION_TEST_LABELS_SHA256 = "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9"
+
+
+def _labels_digest(y: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(y.to(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _check_identity(name: str, folder: Path, y_test: torch.Tensor) -> None:
+    """Refuse MNIST files named as Fashion-MNIST and the reverse. Official-size test sets (10,000
+    labels) are checked against Fashion-MNIST's digest; other sizes are a user's own IDX data."""
+    if len(y_test) != 10_000:
+        return
+    is_fashion = _labels_digest(y_test) == FASHION_TEST_LABELS_SHA256
+    if name == "fashion-mnist" and not is_fashion:
+        raise UserError(f"the IDX files in {folder} are not Fashion-MNIST (their test labels differ from the "
+                        f"official ones; MNIST digits have the same file names): use source: mnist, or point "
+                        f"--data-dir at Fashion-MNIST")
+    if name == "mnist" and is_fashion:
+        raise UserError(f"the IDX files in {folder} are Fashion-MNIST, not MNIST: use source: fashion-mnist")
 
 
 # ---------------------------------------------------------------- CIFAR

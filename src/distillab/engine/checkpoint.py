@@ -25,18 +25,38 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.json"
 
 
+def _tmp(path: Path) -> Path:
+    """A temporary name unique to this process, beside ``path`` (two processes never share one)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def _write_failed(path: Path, tmp: Path, err: OSError) -> UserError:
+    tmp.unlink(missing_ok=True)  # no orphan: the previous committed file is untouched
+    reason = "the disk is full" if err.errno == 28 else (err.strerror or str(err))
+    return UserError(f"cannot write {path} ({reason}); the last committed state is intact — free space or "
+                     f"fix permissions, then rerun with --resume")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = _tmp(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_failed(path, tmp, e) from None
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp(path)
     # clone: safetensors refuses tensors that share storage (tied weights, views).
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_failed(path, tmp, e) from None
+    except SafetensorError as e:  # safetensors reports I/O failures (disk full) as its own error
+        raise _write_failed(path, tmp, OSError(28 if "space" in str(e).lower() else 5, str(e))) from None
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -136,9 +156,12 @@ def read_train_state(run_dir: Path) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
+        state = json.loads(p.read_text())
     except ValueError:
         raise UserError(f"training state {p} is corrupt; delete it to restart the run") from None
+    if not isinstance(state, dict) or not {"epoch", "file", "param_groups", "optim_scalars"} <= set(state):
+        raise UserError(f"training state {p} is incomplete; delete it (and the ckpt-* files) to restart the run")
+    return state
 
 
 def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:

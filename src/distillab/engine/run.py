@@ -47,14 +47,32 @@ def _check_run_dir(run_dir: Path, text: str) -> str:
         return "new"
     if not cfg.is_file():
         raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
-    if yaml.safe_load(cfg.read_text()) != yaml.safe_load(text):
+    try:
+        saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
+    if saved != yaml.safe_load(text):
         raise UserError(f"run directory {run_dir} holds a run with a different config; "
                         f"choose another --out or delete it")
-    return "done" if (run_dir / SUMMARY_FILE).is_file() else "resume"
+    if (run_dir / SUMMARY_FILE).is_file():
+        if not (run_dir / MODEL_FILE).is_file():
+            raise UserError(f"run {run_dir} is marked finished but its {MODEL_FILE} is missing; delete the folder "
+                            f"to retrain it")
+        return "done"
+    return "resume"
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / SUMMARY_FILE).read_text())
+    """A finished run's summary, checked: a corrupt file is a one-line error naming it."""
+    path = run_dir / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict) or not all(
+            isinstance(summary.get(k), (int, float)) for k in ("test_acc", "test_errors", "params")):
+        raise UserError(f"run summary {path} is corrupt; delete {run_dir} to retrain that run")
+    return summary
 
 
 def _param_groups(spec: RunSpec, objective) -> list[dict] | None:

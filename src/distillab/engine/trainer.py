@@ -78,6 +78,15 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
     return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
 
 
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a metrics line; None for a blank or half-written one (a crash mid-write)."""
+    try:
+        rec = json.loads(line)
+        return int(rec["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Progress(Protocol):
     """What the trainer reports to a progress display."""
 
@@ -131,7 +140,7 @@ class Trainer:
         state = load_train_state(self.run_dir, self.objective.saved_modules(), self.optimizer)
         start = int(state["epoch"])
         lines = self._metrics_path().read_text().splitlines() if self._metrics_path().exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= start]
+        kept = [ln for ln in lines if _epoch_of(ln) is not None and _epoch_of(ln) <= start]  # type: ignore[operator]
         self._metrics_path().write_text("".join(ln + "\n" for ln in kept))
         return start
 

@@ -34,6 +34,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
         return build(name, num_classes, in_chans, img_size, **kwargs)
     except TypeError as e:  # unexpected keyword argument from a config
         raise UserError(f"model {name!r}: {e}") from None
+    except (ValueError, OverflowError, RuntimeError, MemoryError) as e:  # dropout 2, absurd widths …
+        raise UserError(f"model {name!r} with {kwargs or 'default kwargs'}: {str(e).splitlines()[0][:200]}") from None
 
 
 def count_params(model: nn.Module) -> int:

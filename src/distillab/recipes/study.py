@@ -22,8 +22,9 @@ class Study:
     """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
 
     def __init__(self, out: Path, total_runs: int, console: Console | None = None, resume: bool = True,
-                 keep_checkpoints: bool = False, quiet: bool = False) -> None:
+                 keep_checkpoints: bool = False, quiet: bool = False, provenance: str | None = None) -> None:
         self.out = out
+        self.provenance = provenance  # study.json text, written with the results
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
         self.console = console or Console()
@@ -66,4 +67,6 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"{stem}.md").write_text(md)
         (self.out / f"{stem}.csv").write_text(csv_table(header, rows))
+        if self.provenance:
+            (self.out / "study.json").write_text(self.provenance)
         return md

@@ -22,11 +22,18 @@ def collect(root: Path) -> list[dict]:
         cfg = run_dir / CONFIG_FILE
         if not cfg.is_file():
             continue
-        key = "\n".join(ln for ln in cfg.read_text().splitlines() if not ln.startswith("seed:"))
         try:
-            s = json.loads(summ.read_text())
-        except ValueError:
-            raise UserError(f"run summary {summ} is corrupt") from None
+            key = "\n".join(ln for ln in cfg.read_text(encoding="utf-8").splitlines() if not ln.startswith("seed:"))
+        except UnicodeDecodeError:
+            raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
+        try:
+            s = json.loads(summ.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            s = None
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), (int, float)) for k in
+                                               ("test_acc", "test_errors", "params", "macs")):
+            raise UserError(f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs); "
+                            f"delete {run_dir} to retrain that run")
         name = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
         groups.setdefault(key, {"name": name, "runs": []})["runs"].append(s)
     if not groups:
