@@ -8,9 +8,12 @@ by their top-level children.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from distillab.errors import UserError
@@ -85,6 +88,27 @@ def timm_model(name: str, num_classes: int, in_chans: int, checkpoint: str | Non
     return ExternalNet(net, [groups[k] for k in sorted(groups)])
 
 
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local checkpoint, read by us, never unpickling code: safetensors directly,
+    anything else with ``torch.load(weights_only=True)`` (timm's own loader calls ``torch.load``
+    without it in older releases that ``timm>=1.0`` still admits). A ``state_dict`` / ``model``
+    wrapper (training checkpoints) is unwrapped."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError("not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
 def _load_timm_checkpoint(net: nn.Module, path: Path, name: str) -> None:
     """Load a local checkpoint strictly, except for the classifier (replaced when its shape differs)
     and the first conv (adapted when the channel count differs). timm's own pretrained loading is
@@ -98,9 +122,11 @@ def _load_timm_checkpoint(net: nn.Module, path: Path, name: str) -> None:
         if path.suffix == ".npz":  # BiT's original release format: timm's ResNetV2 reads it itself
             net.load_pretrained(str(path))  # type: ignore[operator]
             return
-        sd = timm.models.load_state_dict(str(path))
-    except (KeyError, RuntimeError, ValueError, OSError, AttributeError) as e:
-        raise UserError(f"model timm:{name}: checkpoint {path} does not fit ({str(e).splitlines()[0][:200]})") from None
+        sd = _read_state_dict(path)
+    except (KeyError, RuntimeError, ValueError, OSError, AttributeError, EOFError, SafetensorError,
+            pickle.UnpicklingError) as e:
+        first_line = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"model timm:{name}: checkpoint {path} is unreadable or does not fit ({first_line})") from None
     own = net.state_dict()
     first = net.pretrained_cfg.get("first_conv")
     if first and f"{first}.weight" in sd and sd[f"{first}.weight"].shape[1] != own[f"{first}.weight"].shape[1]:
