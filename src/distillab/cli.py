@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from rich.console import Console
 
-from distillab.config import DataConfig, apply_overrides, load_yaml, validate
+from distillab.config import DataConfig, ModelConfig, apply_overrides, find_all, load_yaml, validate
 from distillab.errors import UserError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False,
                data_dir: str | None = None, keep_checkpoints: bool = False, quiet: bool = False,
-               command: str | None = None) -> str:
+               command: str | None = None, restart: bool = False) -> str:
     """Validate a config mapping against its recipe and run it; return the result Markdown."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
@@ -57,10 +57,11 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     cfg = validate(cls, data, source)
     if data_dir:
         set_data_dir(cfg, data_dir)
+    preflight(cfg)
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
-               quiet=quiet, provenance=_provenance(cfg, command)) as study:
+               quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
         md = module.run(cfg, out, study)
     console.print(md, soft_wrap=True, markup=False, highlight=False)
     return md
@@ -93,7 +94,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet,
-               args.command_line)
+               args.command_line, args.restart)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
@@ -113,7 +114,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
             f"{len(data.get('seeds') or [0])} seed(s), about 8 minutes for 3 on 2 CPU cores; the table compares the "
             f"three models.", highlight=False)
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
-               args.keep_checkpoints, args.quiet, args.command_line)
+               args.keep_checkpoints, args.quiet, args.command_line, args.restart)
     if not args.quiet:
         console.print("Read more: docs/results.md (every study, with intervals), docs/methods/kd.md (the loss and its "
                       "keys); `distillab list recipes` for the other studies.", highlight=False)
@@ -265,6 +266,9 @@ def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished run's resume checkpoint (optimiser state, connectors) beside its model")
     p.add_argument("--quiet", action="store_true", help="print only the results table (and errors)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard unfinished runs (e.g. after a NaN loss, or to change their config) and train them "
+                        "anew; finished runs are never discarded")
 
 
 def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
@@ -273,17 +277,30 @@ def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
     Walking the schema (not the raw YAML mapping) means only real data sections change — an
     ``init:`` section's ``source`` (a run folder) is left alone — and it cannot recurse forever on
     self-referencing or exponentially aliased YAML, since validation already produced a tree."""
-    hits = 0
-    for name in type(cfg).model_fields:
-        value = getattr(cfg, name)
-        values = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else [value]
-        for v in values:
-            if isinstance(v, DataConfig):
-                v.data_dir = data_dir
-                hits += 1
-            elif isinstance(v, BaseModel):
-                hits += set_data_dir(v, data_dir)
-    return hits
+    sections = find_all(cfg, DataConfig)
+    for d in sections:
+        d.data_dir = data_dir
+    return len(sections)
+
+
+def preflight(cfg: BaseModel) -> None:
+    """Check what a study needs before its first run trains: every data source is present and every
+    model builds (on the meta device: no memory). A typo in a student's model name then fails in
+    a second, not after the teacher has trained for an hour."""
+    import torch
+
+    from distillab.data.prepare import _cached_source
+    from distillab.models import create_model
+
+    shape, classes = (1, 28, 28), 10
+    for i, d in enumerate(find_all(cfg, DataConfig)):
+        ds = _cached_source(d.source, d.data_dir, d.image_size)
+        if i == 0:
+            shape, classes = ds.shape, ds.num_classes
+    with torch.device("meta"):
+        for m in find_all(cfg, ModelConfig):
+            kwargs = {k: v for k, v in m.kwargs.items() if k != "checkpoint"}  # weights: checked per run
+            create_model(m.name, classes, shape[0], shape[-1], **kwargs)
 
 
 def _names_epilog() -> str:

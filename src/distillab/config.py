@@ -131,6 +131,20 @@ class TrainConfig(Strict):
     channels_last: bool = Field(False, description="conv nets: NHWC memory layout for weights and inputs")
 
 
+def find_all(cfg: BaseModel, cls: type[BaseModel]) -> list[Any]:
+    """Every instance of ``cls`` inside a validated config (fields, lists, dict values), in order."""
+    found: list[Any] = []
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, cls):
+                found.append(v)
+            elif isinstance(v, BaseModel):
+                found.extend(find_all(v, cls))
+    return found
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error for a missing or malformed file."""
     p = Path(path)

@@ -40,26 +40,106 @@ class RunSpec(Strict):
     init: InitConfig | None = None
 
 
-def _check_run_dir(run_dir: Path, text: str) -> str:
-    """'new', 'resume' or 'done'; refuses a directory that holds another configuration."""
+INPUTS_FILE = "inputs.json"
+# Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
+# absolute --out or another --data-dir holding the same data is the same run. What the inputs
+# are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
+LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"))
+
+
+def without_locations(cfg: Any) -> Any:
+    if not isinstance(cfg, dict):
+        return cfg
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    for section, key in LOCATION_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, with old → new values (for the error message)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} → {b!r})"]
+
+
+def _file_digest(path: str | Path) -> str:
+    import hashlib
+
+    p = Path(path)
+    p = p / MODEL_FILE if p.is_dir() else p
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _input_digests(spec: "RunSpec") -> dict[str, Any]:
+    """Content digests of the weights a run starts from or learns from (missing files: skipped,
+    the run's own checks report them)."""
+    out: dict[str, Any] = {}
+    teachers = getattr(spec.method, "teacher", None) or []
+    try:
+        if teachers:
+            out["teachers"] = [_file_digest(t) for t in teachers]
+        if spec.init is not None and spec.init.source:
+            out["init"] = _file_digest(spec.init.source)
+    except OSError:
+        return {}
+    return out
+
+
+def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, restart: bool = False) -> str:
+    """'new', 'resume', 'restart' or 'done'; refuses a directory that holds another configuration, naming the
+    keys that differ. ``restart`` discards an *unfinished* run (never a finished one)."""
     cfg = run_dir / CONFIG_FILE
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "new"
     if not cfg.is_file():
         raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
+    finished = (run_dir / SUMMARY_FILE).is_file()
+    if restart and not finished:
+        return "restart"  # discarded by the caller once the new inputs are known to be valid
     try:
         saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
         raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
-    if saved != yaml.safe_load(text):
-        raise UserError(f"run directory {run_dir} holds a run with a different config; "
-                        f"choose another --out or delete it")
-    if (run_dir / SUMMARY_FILE).is_file():
+    diff = _differences(without_locations(saved), without_locations(yaml.safe_load(text)))
+    if diff:
+        more = f" and {len(diff) - 2} more" if len(diff) > 2 else ""
+        way_out = "" if finished else "; --restart discards this unfinished run"
+        raise UserError(f"run directory {run_dir} holds a run with a different config ({'; '.join(diff[:2])}{more}); "
+                        f"choose another --out or delete it{way_out}")
+    inputs = run_dir / INPUTS_FILE
+    if spec is not None and inputs.is_file():
+        try:
+            recorded = json.loads(inputs.read_text())
+        except ValueError:
+            recorded = {}
+        now = _input_digests(spec)
+        changed = [k for k in recorded if k in now and recorded[k] != now[k]]
+        if changed:
+            raise UserError(f"run directory {run_dir} was trained from other {' and '.join(changed)} weights (their "
+                            f"content changed); delete it to retrain, or choose another --out")
+    if finished:
         if not (run_dir / MODEL_FILE).is_file():
             raise UserError(f"run {run_dir} is marked finished but its {MODEL_FILE} is missing; delete the folder "
                             f"to retrain it")
         return "done"
     return "resume"
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove what a run writes (and nothing else) from an unfinished run folder."""
+    import shutil
+
+    for name in (CONFIG_FILE, INPUTS_FILE, "metrics.jsonl", "state.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for f in run_dir.glob("ckpt-*.safetensors"):
+        f.unlink()
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -93,19 +173,20 @@ def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
 
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
                 device: torch.device | None = None, data: DataBundle | None = None,
-                resume: bool = True, keep_checkpoints: bool = False) -> dict[str, Any]:
+                resume: bool = True, keep_checkpoints: bool = False, restart: bool = False) -> dict[str, Any]:
     """Train one run and return its summary. A finished run is read back, never retrained; an
     unfinished one continues from its last checkpoint when ``resume``, else it is an error.
     Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
     (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
-    connectors, and doubled the size of every finished run)."""
+    connectors, and doubled the size of every finished run). ``restart`` discards an unfinished
+    run (e.g. one whose loss became NaN) and trains it anew."""
     text = dump_yaml(spec) + f"seed: {seed}\n"
-    state = _check_run_dir(run_dir, text)
+    state = _check_run_dir(run_dir, text, spec, restart)
     if state == "done":
         return read_summary(run_dir)
     if state == "resume" and not resume:
         raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                        f"or choose another --out")
+                        f"--restart to discard it, or choose another --out")
     device = device or choose_device()
     data = data or prepare_data(spec.data, seed, device)
     c, _, w = data.shape
@@ -127,8 +208,13 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     param_groups = _param_groups(spec, objective)
 
     # Inputs are valid: only now touch the disk.
+    if state == "restart":
+        _discard(run_dir)
+        state = "new"
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, text)
+    if state == "new":
+        atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
     t0 = time.perf_counter()
     trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress,
                       param_groups=param_groups, callbacks=callbacks)

@@ -22,8 +22,10 @@ class Study:
     """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
 
     def __init__(self, out: Path, total_runs: int, console: Console | None = None, resume: bool = True,
-                 keep_checkpoints: bool = False, quiet: bool = False, provenance: str | None = None) -> None:
+                 keep_checkpoints: bool = False, quiet: bool = False, provenance: str | None = None,
+                 restart: bool = False) -> None:
         self.out = out
+        self.restart = restart
         self.provenance = provenance  # study.json text, written with the results
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
@@ -44,7 +46,7 @@ class Study:
         """Train (or resume / read back) the run ``name`` for ``seed``; return its summary."""
         self.progress.begin_run(f"{name} seed {seed}")
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
-                              keep_checkpoints=self.keep_checkpoints)
+                              keep_checkpoints=self.keep_checkpoints, restart=self.restart)
         self.progress.end_run()
         note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "

@@ -1,12 +1,14 @@
 """``distillab report RUNS_DIR``: every finished run under a folder, grouped by configuration
-(the run's config without its seed), mean ± std over seeds."""
+(the run's config without its seed and input locations, per role), mean ± std over seeds."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE
+import yaml
+
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, without_locations
 from distillab.errors import UserError
 from distillab.profile import human
 from distillab.results.stats import fmt_pm
@@ -23,9 +25,16 @@ def collect(root: Path) -> list[dict]:
         if not cfg.is_file():
             continue
         try:
-            key = "\n".join(ln for ln in cfg.read_text(encoding="utf-8").splitlines() if not ln.startswith("seed:"))
-        except UnicodeDecodeError:
+            config = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
             raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run")
+        # One row per role of a study: the seed and where inputs live (each seed's distilled run
+        # names its own seed's teacher folder) are not part of what the row compares.
+        config.pop("seed", None)
+        role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        key = role + "\n" + json.dumps(without_locations(config), sort_keys=True, default=str)
         try:
             s = json.loads(summ.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
