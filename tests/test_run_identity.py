@@ -98,3 +98,15 @@ def test_report_groups_a_studys_runs_by_role(tmp_path, capsys):
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and not ln.startswith("| run")]
     assert sorted(r.split("|")[1].strip() for r in rows) == ["distilled", "student", "teacher"]
     assert all(r.split("|")[6].strip() == "2" for r in rows)  # both seeds in each row
+
+
+def test_a_run_folder_from_before_a_new_default_key_is_read_back(tmp_path, capsys):
+    base = {"recipe": "train", "name": "r", "data": {"source": "digits", "val_size": 200},
+            "model": {"name": "mlp:16"}, "train": {"epochs": 1}}
+    cfg = _cfg(tmp_path, base)
+    assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    saved = tmp_path / "o" / "r" / "seed0" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["train"]["precision"], old["train"]["channels_last"]  # as written before those keys existed
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0

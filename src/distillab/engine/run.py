@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
@@ -55,6 +56,18 @@ def without_locations(cfg: Any) -> Any:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)
     return out
+
+
+def _with_defaults(saved: Any) -> Any:
+    """A saved config re-read through today's schema, so keys added since (with their defaults,
+    e.g. ``train.precision``) do not make an old run folder look like another configuration."""
+    if not isinstance(saved, dict):
+        return saved
+    try:
+        spec = RunSpec.model_validate({k: v for k, v in saved.items() if k != "seed"})
+    except ValidationError:
+        return saved
+    return {**yaml.safe_load(dump_yaml(spec)), **({"seed": saved["seed"]} if "seed" in saved else {})}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -106,7 +119,7 @@ def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, rest
         saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
         raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
-    diff = _differences(without_locations(saved), without_locations(yaml.safe_load(text)))
+    diff = _differences(without_locations(_with_defaults(saved)), without_locations(yaml.safe_load(text)))
     if diff:
         more = f" and {len(diff) - 2} more" if len(diff) > 2 else ""
         way_out = "" if finished else "; --restart discards this unfinished run"
