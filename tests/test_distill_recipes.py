@@ -30,6 +30,9 @@ def test_fitnets_study(tmp_path, capsys):
         assert (out / stage / "seed0" / "summary.json").is_file()
     stage2 = yaml.safe_load((out / "fitnet" / "seed0" / "config.yaml").read_text())
     assert stage2["init"]["source"].endswith("fitnet-stage1/seed0") and stage2["method"]["name"] == "fitnet-kd"
+    # Re-reading the finished study gives the same table: latency is measured once, then stored.
+    rc, out = _run(tmp_path, cfg)
+    assert rc == 0 and (out / "results.md").read_text() == md
 
 
 def test_fitnets_bad_indices(tmp_path, capsys):
