@@ -42,6 +42,38 @@ class RunSpec(Strict):
 
 
 INPUTS_FILE = "inputs.json"
+LOCK_FILE = "run.lock"
+
+
+class RunLock:
+    """An OS lock (``fcntl.flock``) on ``<run_dir>/run.lock``, held while a process trains the run.
+
+    The kernel releases it when the process dies, so a crash never leaves a stale lock; a second
+    process (another shell, a scheduler's retry) gets a clear error instead of training the same
+    folder twice and interleaving its metrics and checkpoints."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+        import os
+
+        self.path = run_dir / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise UserError(f"run {run_dir} is being trained by another process (pid {holder}); wait for it to "
+                            f"finish, or stop it and rerun with --resume") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        import fcntl
+        import os
+
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 # Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
 # absolute --out or another --data-dir holding the same data is the same run. What the inputs
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
@@ -108,7 +140,7 @@ def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, rest
     """'new', 'resume', 'restart' or 'done'; refuses a directory that holds another configuration, naming the
     keys that differ. ``restart`` discards an *unfinished* run (never a finished one)."""
     cfg = run_dir / CONFIG_FILE
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         return "new"
     if not cfg.is_file():
         raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
@@ -221,10 +253,31 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     param_groups = _param_groups(spec, objective)
 
     # Inputs are valid: only now touch the disk.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        # Re-check under the lock: another process may have finished or started this run meanwhile.
+        if state != "restart":
+            state = _check_run_dir(run_dir, text, spec, restart)
+            if state == "done":
+                return read_summary(run_dir)
+            if state == "resume" and not resume:
+                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
+                                f"--restart to discard it, or choose another --out")
+        return _train(spec, seed, run_dir, text, state, objective, data, device, student, param_groups, callbacks,
+                      progress, keep_checkpoints)
+    finally:
+        lock.release()
+
+
+def _train(spec: RunSpec, seed: int, run_dir: Path, text: str, state: str, objective: Any, data: DataBundle,
+           device: torch.device, student: torch.nn.Module, param_groups: Any, callbacks: list,
+           progress: Progress | None, keep_checkpoints: bool) -> dict[str, Any]:
+    """Write the config, train, save the student, evaluate, write the summary (run folder locked)."""
+    c, _, w = data.shape
     if state == "restart":
         _discard(run_dir)
         state = "new"
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, text)
     if state == "new":
         atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
