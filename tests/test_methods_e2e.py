@@ -95,3 +95,23 @@ def test_benchmark_rejects_a_teacher_key(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["rkd", "pkt", "sp", "at", "crd"])
+def test_relational_losses_stay_fp32_under_bf16_autocast(name):
+    # Autocast would run Gram matrices / distances / contrast scores in bfloat16 (8-bit mantissa);
+    # the losses must match the fp32 computation closely and come back as float32.
+    data = prepare_data(DataConfig(source="digits", val_size=200, batch_size=64), 0)
+    torch.manual_seed(100)
+    teacher_net = create_model("cnn:8-16", 10, 1, 8)
+    batch = next(iter(data.train))
+    values = {}
+    for bf16 in (False, True):
+        obj = _objective(name, teacher_net, data, 0)
+        obj.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = obj(batch, 0.5)
+        key = [k for k in out if k not in ("ce", "kd")]
+        assert all(out[k].dtype == torch.float32 for k in key), {k: out[k].dtype for k in key}
+        values[bf16] = sum(out[k] for k in key).item()
+    assert values[True] == pytest.approx(values[False], rel=0.05)

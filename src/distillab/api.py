@@ -45,7 +45,9 @@ class FitResult:
 
 
 def _loader(data: Any, batch_size: int, seed: int, shuffle: bool, num_workers: int) -> Iterable[Any]:
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, torch.utils.data.DataLoader):
+    # A list/tuple is taken as ready batches (the docstring's "iterable of batches"), not a dataset.
+    if (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+            and not isinstance(data, (torch.utils.data.DataLoader, list, tuple))):
         return DatasetLoader(data, batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
     if not hasattr(data, "__iter__") or not hasattr(data, "__len__"):
         raise TypeError(f"train/val data must be a map-style Dataset or an iterable of batches with len(), "

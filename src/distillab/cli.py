@@ -193,12 +193,17 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
     if path.suffix == ".onnx":
         if not path.is_file():
             raise UserError(f"ONNX file not found: {path}")
-        import onnx
-
+        try:
+            import onnx
+            import onnxruntime  # noqa: F401 - needed to time it
+        except ImportError:
+            raise UserError("profiling ONNX files needs onnx and onnxruntime: pip install 'distillab[export]'") from None
         try:
             graph = onnx.load(str(path)).graph
         except Exception as e:  # noqa: BLE001 - onnx raises many types for a bad file
             raise UserError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
+        if not graph.input:
+            raise UserError(f"{path} has no graph input to feed")
         params = sum(int(__import__("numpy").prod(t.dims)) for t in graph.initializer)
         dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
         shape = tuple(dims) if len(dims) == 3 and all(dims) else _parse_shape(args.input_shape)

@@ -46,6 +46,21 @@ def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, o
         raise UserError("ONNX export needs onnx and onnxruntime: pip install 'distillab[export]'") from None
     x = torch.randn(2, *in_shape)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        diff = _write_onnx(model, x, in_shape, tmp, opset, ort)
+        os.replace(tmp, path)
+    except UserError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # noqa: BLE001 - an exporter failure is reported, never a half file
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"ONNX export of this model failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        f"try --torchscript") from None
+    return diff
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, in_shape: tuple[int, ...], tmp: Path, opset: int,
+                ort: object) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated but exact and fast here
         try:
@@ -55,12 +70,11 @@ def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, o
             tmp.unlink(missing_ok=True)
             torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True)
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
     x4 = torch.randn(4, *in_shape)
     with torch.no_grad():
         ref = model(x4).float().numpy()
     got = session.run(None, {session.get_inputs()[0].name: x4.numpy()})[0]
-    os.replace(tmp, path)
     return float(abs(got - ref).max())
 
 
@@ -68,14 +82,17 @@ def export_torchscript(model: nn.Module, in_shape: tuple[int, ...], path: str | 
     """Write ``model`` traced to TorchScript; return max |scripted − eager| on a random batch of 4."""
     path = Path(path)
     _check_target(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scripted = torch.jit.trace(model, torch.randn(2, *in_shape))
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    scripted.save(str(tmp))
-    x4 = torch.randn(4, *in_shape)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        diff = float((torch.jit.load(str(tmp))(x4) - model(x4)).abs().max())
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.trace(model, torch.randn(2, *in_shape))
+            scripted.save(str(tmp))
+            x4 = torch.randn(4, *in_shape)
+            with torch.no_grad():
+                diff = float((torch.jit.load(str(tmp))(x4) - model(x4)).abs().max())
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - reported as one line, never a half file
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"TorchScript export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return diff

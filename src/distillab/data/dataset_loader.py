@@ -52,10 +52,10 @@ class _WithIndex(Dataset):
         makes them): one gather instead of a Python call and a stack per example."""
         base: Any = self.dataset
         idx = list(indices)
-        while isinstance(base, Subset):
+        while type(base) is Subset:  # exact types: a subclass may override __getitem__ (augmentation)
             idx = [base.indices[i] for i in idx]
             base = base.dataset
-        if isinstance(base, TensorDataset) and len(base.tensors) >= 2:
+        if type(base) is TensorDataset and len(base.tensors) >= 2:
             t = torch.as_tensor(idx)
             return [Batch(base.tensors[0][t], base.tensors[1][t].long(), torch.as_tensor(indices))]
         return [self[i] for i in indices]

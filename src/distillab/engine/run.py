@@ -58,22 +58,36 @@ class RunLock:
 
         self.path = run_dir / LOCK_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._locked = False
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._locked = True
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, str(os.getpid()).encode(), 0)
         except BlockingIOError:
             holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
             raise UserError(f"run {run_dir} is being trained by another process (pid {holder}); wait for it to "
                             f"finish, or stop it and rerun with --resume") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        except OSError as e:
+            if self._locked:  # locked, but the pid could not be written (disk full): keep the lock
+                return
+            os.close(self._fd)
+            import errno
+
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a filesystem without locks
+                self._fd = -1
+                return
+            raise
 
     def release(self) -> None:
         import fcntl
         import os
 
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
 # Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
 # absolute --out or another --data-dir holding the same data is the same run. What the inputs
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
@@ -161,8 +175,10 @@ def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, rest
     if spec is not None and inputs.is_file():
         try:
             recorded = json.loads(inputs.read_text())
-        except ValueError:
-            recorded = {}
+        except (ValueError, UnicodeDecodeError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise UserError(f"{inputs} is corrupt; delete {run_dir} to retrain that run")
         now = _input_digests(spec)
         changed = [k for k in recorded if k in now and recorded[k] != now[k]]
         if changed:
@@ -256,14 +272,14 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)
     try:
-        # Re-check under the lock: another process may have finished or started this run meanwhile.
-        if state != "restart":
-            state = _check_run_dir(run_dir, text, spec, restart)
-            if state == "done":
-                return read_summary(run_dir)
-            if state == "resume" and not resume:
-                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                                f"--restart to discard it, or choose another --out")
+        # Re-check under the lock: another process may have finished or started this run meanwhile
+        # (a run finished in between is read back, never discarded by --restart).
+        state = _check_run_dir(run_dir, text, spec, restart)
+        if state == "done":
+            return read_summary(run_dir)
+        if state == "resume" and not resume:
+            raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
+                            f"--restart to discard it, or choose another --out")
         return _train(spec, seed, run_dir, text, state, objective, data, device, student, param_groups, callbacks,
                       progress, keep_checkpoints)
     finally:
@@ -279,7 +295,7 @@ def _train(spec: RunSpec, seed: int, run_dir: Path, text: str, state: str, objec
         _discard(run_dir)
         state = "new"
     atomic_write_text(run_dir / CONFIG_FILE, text)
-    if state == "new":
+    if state == "new" or not (run_dir / INPUTS_FILE).is_file():
         atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
     t0 = time.perf_counter()
     trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress,

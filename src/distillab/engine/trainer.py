@@ -146,9 +146,19 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining epochs; return all epoch records (including resumed ones)."""
-        cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self._resume()
+        self._start = start
+        try:
+            self._fit_epochs(start)
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]
+
+    def _fit_epochs(self, start: int) -> None:
+        cfg = self.cfg
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             losses = self._train_epoch(epoch)
@@ -171,9 +181,6 @@ class Trainer:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
-        if self._tb is not None:
-            self._tb.close()
-        return [json.loads(ln) for ln in self._metrics_path().read_text().splitlines() if ln.strip()]
 
     def _log_tensorboard(self, record: dict[str, Any]) -> None:
         """Every named loss, accuracy, lr and samples/s of an epoch, at step = epoch."""
@@ -185,7 +192,9 @@ class Trainer:
             except ImportError:  # tensorboard is an optional extra
                 self._want_tb = False
                 return
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            # purge_step: events of epochs after the resumed checkpoint (written before a crash) are
+            # dropped, as their metrics lines are, so curves never zig-zag.
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self._start + 1)
         step = record["epoch"]
         for key, value in record.items():
             if key in ("epoch", "seconds") or not isinstance(value, (int, float)):

@@ -31,7 +31,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import auto_pairs, block_shapes, check_pairs, student_teacher_features
+from distillab.methods.features import fp32, auto_pairs, block_shapes, check_pairs, student_teacher_features
 from distillab.methods.registry import Context, register_method
 
 
@@ -50,6 +50,7 @@ def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     return F.normalize(feature.float().pow(p).mean(1).flatten(1), dim=1)
 
 
+@fp32
 def at_loss(f_s: torch.Tensor, f_t: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Mean over batch and positions of (q_s − q_t)²; the larger map is pooled to the smaller size."""
     size = (min(f_s.shape[2], f_t.shape[2]), min(f_s.shape[3], f_t.shape[3]))

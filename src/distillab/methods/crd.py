@@ -120,16 +120,18 @@ class CRD(Objective):
         c, h, n, index = self.cfg, self.crd, self.num_train, batch.index.long()
         z_s, (f_s,), z_t, (f_t,) = student_teacher_features(self.student, self.teacher.members[0], batch.x,
                                                             [self.s_idx], [self.t_idx])
-        v_s = F.normalize(h.embed_s(pooled(f_s).float()), dim=1)
-        v_t = F.normalize(h.embed_t(pooled(f_t).float()), dim=1)
         idx = torch.cat([index[:, None], sample_negatives(index, n, self.k)], 1)
-        x_s = contrast_scores(v_s, h.memory_t, idx, c.temperature)  # student anchor, teacher memory
-        x_t = contrast_scores(v_t, h.memory_s, idx, c.temperature)
-        if bool(h.z[0] < 0):  # first batch: fix Z so that the scores average to 1/N
-            h.z.copy_(torch.stack([x_s.detach().mean(), x_t.detach().mean()]) * n)
-        crd = nce_loss(x_s / h.z[0], n) + nce_loss(x_t / h.z[1], n)
-        update_memory(h.memory_s, index, v_s, c.momentum)
-        update_memory(h.memory_t, index, v_t, c.momentum)
+        # Embeddings, scores and the NCE loss in fp32 even under bf16 autocast (exp(score / 0.07)).
+        with torch.autocast(batch.x.device.type, enabled=False):
+            v_s = F.normalize(h.embed_s(pooled(f_s).float()), dim=1)
+            v_t = F.normalize(h.embed_t(pooled(f_t).float()), dim=1)
+            x_s = contrast_scores(v_s, h.memory_t, idx, c.temperature)  # student anchor, teacher memory
+            x_t = contrast_scores(v_t, h.memory_s, idx, c.temperature)
+            if bool(h.z[0] < 0):  # first batch: fix Z so that the scores average to 1/N
+                h.z.copy_(torch.stack([x_s.detach().mean(), x_t.detach().mean()]) * n)
+            crd = nce_loss(x_s / h.z[0], n) + nce_loss(x_t / h.z[1], n)
+            update_memory(h.memory_s, index, v_s, c.momentum)
+            update_memory(h.memory_t, index, v_t, c.momentum)
         out = {"ce": c.ce_weight * F.cross_entropy(z_s.float(), batch.y), "crd": c.weight * crd}
         if c.kd_weight > 0:
             p_t = F.softmax(z_t.float() / c.kd_temperature, 1)

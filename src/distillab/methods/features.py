@@ -8,7 +8,9 @@ of that size in each.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +87,23 @@ def student_teacher_features(student: nn.Module, teacher: nn.Module, x: torch.Te
     with torch.no_grad():
         z_t, f_t = tap_features(teacher, x, list(t_idx))
     return z_s, f_s, z_t.detach(), [f.detach() for f in f_t]
+
+
+F_ = TypeVar("F_", bound=Callable[..., Any])
+
+
+def fp32(fn: F_) -> F_:
+    """Run a loss helper in fp32 even inside ``train.precision: bf16`` autocast: autocast would
+    otherwise run its matrix products (Gram matrices, pairwise distances, contrast scores) in
+    bfloat16, whose 8-bit mantissa wrecks differences of nearby values. Tensor arguments are
+    cast to float32."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+        kwargs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
+        device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

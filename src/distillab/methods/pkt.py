@@ -26,7 +26,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import penultimate_index, pooled, student_teacher_features
+from distillab.methods.features import fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
 
 
@@ -46,6 +46,7 @@ def cosine_probabilities(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
+@fp32
 def pkt_loss(f_s: torch.Tensor, f_t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Mean over the B×B entries of P^t·log((P^t + ε) / (P^s + ε))."""
     p_s, p_t = cosine_probabilities(f_s, eps), cosine_probabilities(f_t, eps)

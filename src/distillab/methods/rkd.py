@@ -28,7 +28,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import penultimate_index, pooled, student_teacher_features
+from distillab.methods.features import fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
 
 
@@ -55,6 +55,7 @@ def _over_mean_positive(d: torch.Tensor) -> torch.Tensor:
     return d / pos.mean() if pos.numel() else d
 
 
+@fp32
 def rkd_distance_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """Huber loss between the two networks' distance matrices, each divided by its mean positive entry."""
     with torch.no_grad():
@@ -69,6 +70,7 @@ def triplet_angles(x: torch.Tensor) -> torch.Tensor:
     return e @ e.transpose(1, 2)
 
 
+@fp32
 def rkd_angle_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """Huber loss between the two networks' triplet-angle cosines."""
     with torch.no_grad():

@@ -28,7 +28,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import check_pairs, penultimate_index, student_teacher_features
+from distillab.methods.features import fp32, check_pairs, penultimate_index, student_teacher_features
 from distillab.methods.registry import register_method
 
 
@@ -47,6 +47,7 @@ def similarity_matrix(feature: torch.Tensor) -> torch.Tensor:
     return F.normalize(q @ q.t(), dim=1)
 
 
+@fp32
 def sp_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """‖G̃_t − G̃_s‖_F² / B²."""
     b = f_s.shape[0]

@@ -82,11 +82,16 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
     shape = _shape(study, seed0)
     # Latency is measured once and stored: re-reading a finished study must not change its table.
     stored = study.out / "costs.json"
-    if stored.is_file():
-        cost_rows = json.loads(stored.read_text())
+    key = [cfg.teacher.model.model_dump(), cfg.student.model.model_dump(), list(shape)]  # what was measured
+    try:
+        kept = json.loads(stored.read_text()) if stored.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        kept = None
+    if isinstance(kept, dict) and kept.get("models") == key:
+        cost_rows = kept["rows"]
     else:
         _, cost_rows = cost_table(profile_models([("teacher", t_model), ("student", s_model)], shape))
-        stored.write_text(json.dumps(cost_rows))
+        stored.write_text(json.dumps({"models": key, "rows": cost_rows}))
     costs = {"teacher": cost_rows[0], "student": cost_rows[1]}
     layers = {"teacher": len(get_blocks(t_model)) + 1, "student": len(get_blocks(s_model)) + 1}
     header = ["algorithm", "model", "# layers", "# params", "# mult-adds", "speed-up", "compression", "test acc (%)"]

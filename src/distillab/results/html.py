@@ -77,10 +77,9 @@ def _learning_curves(roles: dict[str, list[Path]]) -> bytes | None:
             for ln in path.read_text().splitlines() if path.is_file() else []:
                 try:
                     rec = json.loads(ln)
-                except ValueError:
-                    continue
-                if "val_acc" in rec:
-                    per_epoch.setdefault(int(rec["epoch"]), []).append(100 * rec["val_acc"])
+                    per_epoch.setdefault(int(rec["epoch"]), []).append(100 * float(rec["val_acc"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line without validation, or a half-written one
         if per_epoch:
             xs = sorted(per_epoch)
             ax.plot(xs, [mean_std(per_epoch[x])[0] for x in xs], marker=".", label=role)
@@ -99,7 +98,11 @@ def _accuracy_vs_cost(roles: dict[str, list[Path]]) -> bytes | None:
 
     points = []
     for role, runs in roles.items():
-        summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+        try:
+            summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+        except (ValueError, UnicodeDecodeError):
+            continue
+        summaries = [x for x in summaries if isinstance(x, dict)]
         accs = [s.get("test_acc") for s in summaries if isinstance(s.get("test_acc"), (int, float))]
         macs = summaries[0].get("macs") if summaries else None
         if accs and isinstance(macs, (int, float)) and macs > 0:
@@ -131,7 +134,7 @@ def study_section(study: Path, root: Path) -> str:
     name = root.name if study == root else str(study.relative_to(root))
     parts = [f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>"]
     for md in sorted(study.glob("*.md")):
-        parts.append(_markdown(md.read_text()))
+        parts.append(_markdown(md.read_text(encoding="utf-8", errors="replace")))
     meta = study / "study.json"
     if meta.is_file():
         try:
@@ -139,7 +142,7 @@ def study_section(study: Path, root: Path) -> str:
             parts.append(f"<p>Command: <code>{html.escape(str(info.get('command', '')))}</code></p>"
                          f"<details><summary>config</summary><pre>{html.escape(str(info.get('config_yaml', '')))}"
                          f"</pre></details>")
-        except ValueError:
+        except (ValueError, UnicodeDecodeError, AttributeError):
             pass
     figs = [_img(p.read_bytes(), p.stem) for p in sorted(study.glob("*.png"))]
     roles = _runs_by_role(study)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, without_locations
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, _with_defaults, without_locations
 from distillab.errors import UserError
 from distillab.profile import human
 from distillab.results.stats import fmt_pm
@@ -34,14 +34,15 @@ def collect(root: Path) -> list[dict]:
         # names its own seed's teacher folder) are not part of what the row compares.
         config.pop("seed", None)
         role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
-        key = role + "\n" + json.dumps(without_locations(config), sort_keys=True, default=str)
+        key = role + "\n" + json.dumps(without_locations(_with_defaults(config)), sort_keys=True, default=str)
         try:
             s = json.loads(summ.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             s = None
         if not isinstance(s, dict) or not all(isinstance(s.get(k), (int, float)) for k in
-                                               ("test_acc", "test_errors", "params", "macs")):
-            raise UserError(f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs); "
+                                               ("test_acc", "test_errors", "params", "macs")) or not all(
+                isinstance(s.get(k), str) for k in ("model", "method")):
+            raise UserError(f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs and a model and method name); "
                             f"delete {run_dir} to retrain that run")
         name = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
         groups.setdefault(key, {"name": name, "runs": []})["runs"].append(s)
