@@ -51,6 +51,14 @@ def test_distill_own_modules_from_own_dataset(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_run_dir_of_another_run_is_refused(tmp_path):
+    # A sweep reusing one run_dir must not get the previous call's weights back as its result.
+    train, _ = _digits()
+    distillab.train(_net(16), train, epochs=1, lr=0.05, run_dir=tmp_path / "r")
+    with pytest.raises(UserError, match="another run"):
+        distillab.train(_net(16), train, epochs=1, lr=0.1, run_dir=tmp_path / "r")
+
+
 def test_index_based_method_on_a_user_dataset():
     # CRD needs each example's index: the API's loader yields it for any map-style dataset.
     train, _ = _digits()

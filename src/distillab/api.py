@@ -102,10 +102,43 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     objective = build_objective(cfg, student, ctx).to(dev)
     with tempfile.TemporaryDirectory(prefix="distillab-") as tmp:
         folder = Path(run_dir) if run_dir is not None else Path(tmp)
-        trainer = Trainer(objective, train, tcfg, folder, seed=seed, val=val)  # type: ignore[arg-type]
-        history = trainer.fit()
+        _claim_api_run(folder, cfg, tcfg, seed, objective)
+        from distillab.engine.run import RunLock
+
+        lock = RunLock(folder)
+        try:
+            trainer = Trainer(objective, train, tcfg, folder, seed=seed, val=val)  # type: ignore[arg-type]
+            history = trainer.fit()
+        finally:
+            lock.release()
     metrics = _evaluate(objective.eval_model(), val) if val is not None else None
     return FitResult(student, objective, history, metrics)
+
+
+def _claim_api_run(folder: Path, cfg: Any, tcfg: TrainConfig, seed: int, objective: Objective) -> None:
+    """Record what a ``run_dir`` trains (method and training config, seed, parameter shapes) and
+    refuse to resume a folder that holds something else — e.g. the previous call of a sweep."""
+    import json
+
+    from distillab.engine.checkpoint import atomic_write_text
+
+    what = {"method": cfg.model_dump(mode="json", exclude={"teacher"}), "train": tcfg.model_dump(mode="json"),
+            "seed": seed, "shapes": {k: list(v.shape) for k, v in objective.state_dict().items()
+                                     if not k.startswith("teacher.")}}
+    record = folder / "api_run.json"
+    if record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = None
+        if before != json.loads(json.dumps(what)):
+            raise UserError(f"run_dir {folder} holds another run (different method, training settings, seed or "
+                            f"model); give each call its own run_dir, or delete it")
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UserError(f"run_dir {folder} is not empty and was not written by distillab.distill; use a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(what))
 
 
 def train(model: nn.Module, train_data: Any, **kwargs: Any) -> FitResult:
