@@ -26,6 +26,10 @@ from distillab.recipes.study import Study
 from distillab.results.stats import fmt_interval, fmt_pm, mean_std, verdict
 
 
+# The paired interval says whether the method helps this student: above 0, below 0, or either.
+VERDICT = {"reproduced": "helps", "not reproduced": "hurts", "inconclusive": "inconclusive"}
+
+
 class Role(Strict):
     model: ModelConfig
     train: TrainConfig = TrainConfig()
@@ -79,7 +83,7 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
         is_method = label not in ("teacher", "student")
         return mean_std(acc)[0], [label if is_method else label.capitalize(), role.model.name, fmt_pm(acc, 2, 100),
                                   fmt_interval(gain) if label != "student" else "—",
-                                  verdict(gain) if is_method else "—", human(rs[0]["params"]),
+                                  VERDICT[verdict(gain)] if is_method else "—", human(rs[0]["params"]),
                                   human(rs[0]["macs"]), f"{per_epoch[0]:.2f}"]
 
     teacher_row = row("teacher", cfg.teacher)[1]
@@ -90,8 +94,8 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     device = runs["student"][0].get("device", "cpu")
     notes = (f"{cfg.data.source}, {n_test} test images, {len(cfg.seeds)} seed(s): mean ± std. Gain: paired "
              f"difference to the student alone on the same seed (same init and batch order), mean and 95 % "
-             f"Student-t interval; verdict 'reproduced' = the interval excludes 0 upwards (the method helps), "
-             f"'not reproduced' = excludes 0 downwards, else 'inconclusive'. Mult-adds of one forward pass; "
+             f"Student-t interval; verdict 'helps' = the interval lies above 0, 'hurts' = below 0, else "
+             f"'inconclusive'. Mult-adds of one forward pass; "
              f"train s/epoch measured on {device} in these runs (connectors and the teacher's forward included).")
     return study.write_table("results", "Distillation benchmark: one teacher, one student, every method",
                              header, rows, notes)
