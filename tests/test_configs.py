@@ -58,3 +58,18 @@ def test_demo_preset_is_valid():
     data = yaml.safe_load(resources.files("distillab.presets").joinpath("hinton-demo.yaml").read_text())
     cls, module = RECIPES[data["recipe"]]
     assert module.count_runs(validate(cls, data)) == 9
+
+
+def test_long_tests_carry_the_slow_marker():
+    # `pytest -m "not slow"` must be able to skip the long ones; undeclared markers are errors.
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    opts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in opts["addopts"] and any(m.startswith("slow:") for m in opts["markers"])
+    long_ones = {"test_bit.py": "def test_bit_study_end_to_end", "test_concurrency.py": "def test_second_process",
+                 "test_cli.py": "def test_missing_data_exit_code_in_a_real_process"}
+    for name, head in long_ones.items():
+        text = (root / "tests" / name).read_text()
+        before = text[:text.index(head)].rstrip().splitlines()[-1]
+        assert before == "@pytest.mark.slow", name

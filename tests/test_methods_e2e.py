@@ -115,3 +115,22 @@ def test_relational_losses_stay_fp32_under_bf16_autocast(name):
         assert all(out[k].dtype == torch.float32 for k in key), {k: out[k].dtype for k in key}
         values[bf16] = sum(out[k] for k in key).item()
     assert values[True] == pytest.approx(values[False], rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["at", "crd", "reviewkd", "sp"])
+def test_feature_methods_tap_timm_and_torchvision_blocks(name):
+    # Taps are block indices, so a feature method runs on timm / torchvision models as on the zoo's.
+    torch.manual_seed(0)
+    student = create_model("timm:resnet10t", 10, 1, 32)
+    teacher = create_model("torchvision:resnet18", 10, 1, 32)
+    cfg = METHODS[name].config.model_validate({"name": name, **({"nce_k": 16} if name == "crd" else {})})
+    ctx = Context(in_shape=(1, 32, 32), teacher=Teacher(teacher), num_train=64, epochs=2)
+    obj = build_objective(cfg, student, ctx)
+    from distillab.data.batch import Batch
+
+    out = obj(Batch(torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,)), torch.arange(8)), 0.5)
+    loss = sum(out.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
