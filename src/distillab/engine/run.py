@@ -91,16 +91,22 @@ class RunLock:
 # Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
 # absolute --out or another --data-dir holding the same data is the same run. What the inputs
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
-LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"))
+LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"))
 
 
 def without_locations(cfg: Any) -> Any:
+    """A copy of a run's config without the keys in :data:`LOCATION_KEYS` (the input is not changed)."""
+    import copy
+
     if not isinstance(cfg, dict):
         return cfg
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
-    for section, key in LOCATION_KEYS:
-        if isinstance(out.get(section), dict):
-            out[section].pop(key, None)
+    out = copy.deepcopy(cfg)
+    for *path, key in LOCATION_KEYS:
+        node = out
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
     return out
 
 
@@ -145,6 +151,8 @@ def _input_digests(spec: "RunSpec") -> dict[str, Any]:
             out["teachers"] = [_file_digest(t) for t in teachers]
         if spec.init is not None and spec.init.source:
             out["init"] = _file_digest(spec.init.source)
+        if isinstance(spec.model.kwargs.get("checkpoint"), str):  # pretrained weights of a timm model
+            out["checkpoint"] = _file_digest(spec.model.kwargs["checkpoint"])
     except OSError:
         return {}
     return out
