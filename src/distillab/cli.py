@@ -55,6 +55,11 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         raise UserError(f"{source}: recipe: {name!r} unknown (known: {', '.join(RECIPES)})")
     cls, module = RECIPES[name]
     cfg = validate(cls, data, source)
+    from distillab.engine.distributed import init_from_env
+
+    if not init_from_env().is_main:  # under torchrun: rank 0 speaks and writes for the job
+        quiet = True
+        console = Console(quiet=True)
     if data_dir:
         set_data_dir(cfg, data_dir)
     preflight(cfg)

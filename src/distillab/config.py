@@ -129,6 +129,7 @@ class TrainConfig(Strict):
         "fp32", description="bf16: autocast forward passes (student, teacher, connectors) to bfloat16 on CPU or "
         "GPU; weights, optimiser state and the losses' reductions stay fp32")
     channels_last: bool = Field(False, description="conv nets: NHWC memory layout for weights and inputs")
+    sync_bn: bool = Field(False, description="under torchrun: synchronise BatchNorm statistics across processes")
 
 
 def find_all(cfg: BaseModel, cls: type[BaseModel]) -> list[Any]:

@@ -105,7 +105,7 @@ class BatchLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
                  std: torch.Tensor, augment: AugmentConfig | None = None, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 center_crop: int | None = None) -> None:
+                 center_crop: int | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -117,6 +117,9 @@ class BatchLoader:
         self.epoch = 0
         # Evaluation counterpart of a training random crop: the centre window of the same size.
         self.center_crop = center_crop
+        # (rank, world) under DDP: each rank keeps every world-th example of each *global* batch,
+        # gathered and augmented whole first, so N ranks see exactly one process's batches.
+        self.shard = shard
         self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
 
@@ -141,4 +144,7 @@ class BatchLoader:
                 xb = augment_batch(xb, self.augment, gen)
             elif self.center_crop is not None:
                 xb = center_crop_batch(xb, self.center_crop)
+            if self.shard[1] > 1:
+                r, w = self.shard
+                xb, idx = xb[r::w], idx[r::w]
             yield Batch(xb, self.y[idx], idx)

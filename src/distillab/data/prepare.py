@@ -63,7 +63,13 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
     common = dict(mean=mean, std=std, device=device)
-    train = BatchLoader(xtr, y[tr], cfg.batch_size, augment=cfg.augment, shuffle=True, seed=seed, **common)
+    from distillab.engine.distributed import current
+
+    d = current()
+    if d.enabled and cfg.batch_size % d.world:
+        raise UserError(f"data.batch_size {cfg.batch_size} must be a multiple of the {d.world} processes")
+    train = BatchLoader(xtr, y[tr], cfg.batch_size, augment=cfg.augment, shuffle=True, seed=seed,
+                        shard=(d.rank, d.world), **common)
     common["center_crop"] = crop
     if va is not None:
         val_loader = BatchLoader(x[va], y[va], cfg.eval_batch_size, **common)

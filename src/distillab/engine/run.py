@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
+from distillab.engine import distributed
 from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, drop_train_state, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
@@ -276,34 +277,54 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     objective = build_objective(spec.method, student, ctx).to(device)
     param_groups = _param_groups(spec, objective)
 
-    # Inputs are valid: only now touch the disk.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir)
+    # Inputs are valid: only now touch the disk (under torchrun: rank 0 claims and writes; the
+    # other ranks train with it and learn the outcome of its checks by broadcast).
+    dist = distributed.current()
+    lock = None
     try:
-        # Re-check under the lock: another process may have finished or started this run meanwhile
-        # (a run finished in between is read back, never discarded by --restart).
-        state = _check_run_dir(run_dir, text, spec, restart)
+        error = None
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                lock = RunLock(run_dir)
+                # Re-check under the lock: another process may have finished or started this run meanwhile
+                # (a run finished in between is read back, never discarded by --restart).
+                state = _check_run_dir(run_dir, text, spec, restart)
+                if state == "resume" and not resume:
+                    raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue "
+                                    f"it, --restart to discard it, or choose another --out")
+                if state in ("new", "restart"):
+                    _start_files(run_dir, text, state, spec)
+            except UserError as e:
+                error = str(e)
+        error, state = distributed.broadcast((error, state))
+        if error:
+            raise UserError(error)
         if state == "done":
             return read_summary(run_dir)
-        if state == "resume" and not resume:
-            raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                            f"--restart to discard it, or choose another --out")
-        return _train(spec, seed, run_dir, text, state, objective, data, device, student, param_groups, callbacks,
-                      progress, keep_checkpoints)
+        return _train(spec, seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
+                      keep_checkpoints)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _train(spec: RunSpec, seed: int, run_dir: Path, text: str, state: str, objective: Any, data: DataBundle,
-           device: torch.device, student: torch.nn.Module, param_groups: Any, callbacks: list,
-           progress: Progress | None, keep_checkpoints: bool) -> dict[str, Any]:
-    """Write the config, train, save the student, evaluate, write the summary (run folder locked)."""
-    c, _, w = data.shape
+def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
+    """A new (or restarted) run's config and input digests; a resumed run's config is rewritten
+    too (the same run, perhaps spelled with other paths)."""
     if state == "restart":
         _discard(run_dir)
-        state = "new"
     atomic_write_text(run_dir / CONFIG_FILE, text)
-    if state == "new" or not (run_dir / INPUTS_FILE).is_file():
+    atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
+
+
+def _train(spec: RunSpec, seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
+           student: torch.nn.Module, param_groups: Any, callbacks: list, progress: Progress | None,
+           keep_checkpoints: bool) -> dict[str, Any]:
+    """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
+    c, _, w = data.shape
+    dist = distributed.current()
+    if dist.is_main and not (run_dir / INPUTS_FILE).is_file():  # a folder from before digests existed
         atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
     t0 = time.perf_counter()
     trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress,
@@ -312,7 +333,8 @@ def _train(spec: RunSpec, seed: int, run_dir: Path, text: str, state: str, objec
     wall = time.perf_counter() - t0
     model_spec = {"name": spec.model.name, "kwargs": spec.model.kwargs, "num_classes": data.num_classes,
                   "in_chans": c, "img_size": w, "data": spec.data.source, "classes": data.classes}
-    save_model(run_dir / MODEL_FILE, student, model_spec)
+    if dist.is_main:
+        save_model(run_dir / MODEL_FILE, student, model_spec)
     test = evaluate(objective.eval_model(), data.test)
     summary = {
         "seed": seed, "model": spec.model.name, "method": spec.method.name,
@@ -322,7 +344,9 @@ def _train(spec: RunSpec, seed: int, run_dir: Path, text: str, state: str, objec
         "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_session": wall, "device": device.type,
     }
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
-    if not keep_checkpoints:
-        drop_train_state(run_dir)
+    if dist.is_main:
+        atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
+        if not keep_checkpoints:
+            drop_train_state(run_dir)
+    distributed.barrier()  # the next run (a student of this teacher) starts once its files exist
     return summary

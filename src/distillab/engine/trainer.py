@@ -17,13 +17,17 @@ from torch import nn
 from distillab.config import OptimConfig, TrainConfig
 from distillab.data.batch import BatchSource, as_batch
 from distillab.data.loader import epoch_seed
+from distillab.engine import distributed
 from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
 from distillab.methods.base import Objective
 
 
 def choose_device(requested: str | None = None) -> torch.device:
-    """CUDA when present, else CPU; ``$DISTILLAB_DEVICE`` or ``requested`` overrides."""
+    """CUDA when present, else CPU; ``$DISTILLAB_DEVICE`` or ``requested`` overrides. Under
+    torchrun each process takes the GPU of its ``LOCAL_RANK``."""
     name = requested or os.environ.get("DISTILLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and distributed.current().enabled:
+        name = f"cuda:{distributed.current().local_rank}"
     return torch.device(name)
 
 
@@ -126,28 +130,41 @@ class Trainer:
         # $DISTILLAB_TENSORBOARD=0 turns it off).
         if tensorboard is None:
             tensorboard = os.environ.get("DISTILLAB_TENSORBOARD", "1") != "0"
-        self._want_tb = tensorboard
+        self._dist = distributed.current()
+        self._want_tb = tensorboard and self._dist.is_main
         self._tb: Any = None
+        self._forward: Any = objective
+        if self._dist.enabled:  # one DDP wrapper over student + connectors; the teacher has no grads
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if cfg.sync_bn:
+                objective.student = nn.SyncBatchNorm.convert_sync_batchnorm(objective.student)
+            dev = _device_of(objective)
+            self._forward = DDP(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     def _metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
 
     def _resume(self) -> int:
         """Load the last committed state if any; drop metric lines of epochs not checkpointed."""
+        main = self._dist.is_main  # every rank loads the same committed state; rank 0 writes files
         if read_train_state(self.run_dir) is None:
-            self._metrics_path().write_text("")
+            if main:
+                self._metrics_path().write_text("")
             return 0
         state = load_train_state(self.run_dir, self.objective.saved_modules(), self.optimizer)
         start = int(state["epoch"])
         lines = self._metrics_path().read_text().splitlines() if self._metrics_path().exists() else []
         kept = [ln for ln in lines if _epoch_of(ln) is not None and _epoch_of(ln) <= start]  # type: ignore[operator]
-        self._metrics_path().write_text("".join(ln + "\n" for ln in kept))
+        if main:
+            self._metrics_path().write_text("".join(ln + "\n" for ln in kept))
         return start
 
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining epochs; return all epoch records (including resumed ones)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self._resume()
+        distributed.barrier()  # no rank starts before every rank has read the committed state
         self._start = start
         try:
             self._fit_epochs(start)
@@ -169,14 +186,15 @@ class Trainer:
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
             record["seconds"] = time.perf_counter() - t0
-            record["samples_per_s"] = self._samples / max(train_seconds, 1e-9)
+            record["samples_per_s"] = self._samples * self._dist.world / max(train_seconds, 1e-9)
             self._log_tensorboard(record)
-            # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
-            with self._metrics_path().open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), self.optimizer,
-                                 {"seed": self.seed})
+            if self._dist.is_main:
+                # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
+                with self._metrics_path().open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                    save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), self.optimizer,
+                                     {"seed": self.seed})
             if self.progress:
                 self.progress.finish()
             if self.on_epoch:
@@ -239,7 +257,7 @@ class Trainer:
                     g["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
             with autocast:
-                losses = self.objective(batch, step / total)
+                losses = self._forward(batch, step / total)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
@@ -257,4 +275,4 @@ class Trainer:
             self._samples += len(batch)
             if self.progress:
                 self.progress.advance(1, loss=loss.item(), samples=len(batch))
-        return {k: v / n_batches for k, v in sums.items()}
+        return distributed.all_mean({k: v / n_batches for k, v in sums.items()})  # over ranks: the global batch

@@ -66,6 +66,10 @@ class Study:
         md = f"### {title}\n\n{markdown_table(header, rows)}\n"
         if notes:
             md += f"\n{notes}\n"
+        from distillab.engine.distributed import current
+
+        if not current().is_main:  # under torchrun only rank 0 writes
+            return md
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"{stem}.md").write_text(md)
         (self.out / f"{stem}.csv").write_text(csv_table(header, rows))
