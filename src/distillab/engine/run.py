@@ -251,12 +251,22 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     connectors, and doubled the size of every finished run). ``restart`` discards an unfinished
     run (e.g. one whose loss became NaN) and trains it anew."""
     text = dump_yaml(spec) + f"seed: {seed}\n"
-    state = _check_run_dir(run_dir, text, spec, restart)
+    # Under torchrun rank 0 decides and broadcasts: other ranks looking at the folder themselves
+    # could see rank 0's fresh config.yaml and take a new run for an unfinished one.
+    error, state = None, None
+    if distributed.current().is_main:
+        try:
+            state = _check_run_dir(run_dir, text, spec, restart)
+            if state == "resume" and not resume:
+                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
+                                f"--restart to discard it, or choose another --out")
+        except UserError as e:
+            error = str(e)
+    error, state = distributed.broadcast((error, state))
+    if error:
+        raise UserError(error)
     if state == "done":
         return read_summary(run_dir)
-    if state == "resume" and not resume:
-        raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                        f"--restart to discard it, or choose another --out")
     device = device or choose_device()
     data = data or prepare_data(spec.data, seed, device)
     c, _, w = data.shape
