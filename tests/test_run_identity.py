@@ -3,7 +3,6 @@ their paths were spelled; a study validates all its runs before the first trains
 the way out of an unfinished run; report groups a study's runs by role."""
 
 import json
-import os
 import shutil
 
 import yaml

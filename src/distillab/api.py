@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from distillab.config import OptimConfig, TrainConfig, format_validation_error
@@ -31,7 +31,7 @@ from distillab.data.dataset_loader import DatasetLoader
 from distillab.engine.trainer import Trainer, choose_device
 from distillab.engine.trainer import evaluate as _evaluate
 from distillab.errors import UserError
-from distillab.methods import METHODS, Context, Objective, Teacher, build_objective
+from distillab.methods import Context, MethodConfig, Objective, Teacher, build_objective
 
 
 @dataclass
@@ -56,13 +56,11 @@ def _loader(data: Any, batch_size: int, seed: int, shuffle: bool, num_workers: i
 
 
 def _method_config(method: str, options: dict[str, Any]) -> Any:
-    entry = METHODS.get(method)
-    if entry is None:
-        raise UserError(f"method {method!r} unknown (known: {', '.join(METHODS)})")
+    """The method's config, validated exactly as a YAML ``method:`` section is."""
     try:
-        return entry.config.model_validate({"name": method, **options})
+        return TypeAdapter(MethodConfig).validate_python({"name": method, **options})
     except ValidationError as e:
-        raise UserError(format_validation_error(e, f"method {method}")) from None
+        raise UserError(format_validation_error(e, "distill")) from None
 
 
 def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train_data: Any, *,

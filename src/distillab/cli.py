@@ -192,7 +192,7 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
     """A model name, a run folder / model file, or an ONNX file → its cost row."""
     import tempfile
 
-    from distillab.profile import Cost, count_macs, latency_stats, onnx_latency_stats
+    from distillab.profile import Cost, batch_1_and_256, count_macs, latency_stats, onnx_latency_stats
 
     path = Path(arg)
     if path.suffix == ".onnx":
@@ -212,7 +212,7 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
         params = sum(int(__import__("numpy").prod(t.dims)) for t in graph.initializer)
         dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
         shape = tuple(dims) if len(dims) == 3 and all(dims) else _parse_shape(args.input_shape)
-        b1, b256 = (onnx_latency_stats(str(path), shape, b, r) for b, r in ((1, args.repeats), (256, max(5, args.repeats // 4))))
+        b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), args.repeats)
         return Cost(path.name, params, None, b1[0], b256[0], b1[1:], b256[1:])
     if path.is_dir() or path.suffix == ".safetensors":
         from distillab.export import load_student
@@ -230,11 +230,10 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
 
         with tempfile.TemporaryDirectory() as d:
             export_onnx(model, shape, Path(d) / "m.onnx")
-            b1, b256 = (onnx_latency_stats(str(Path(d) / "m.onnx"), shape, b, r)
-                        for b, r in ((1, args.repeats), (256, max(5, args.repeats // 4))))
+            b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(Path(d) / "m.onnx"), shape, b, r),
+                                       args.repeats)
     else:
-        b1 = latency_stats(model, shape, 1, args.repeats)
-        b256 = latency_stats(model, shape, 256, max(5, args.repeats // 4))
+        b1, b256 = batch_1_and_256(lambda b, r: latency_stats(model, shape, b, r), args.repeats)
     return Cost(name, params, count_macs(model, shape), b1[0], b256[0], b1[1:], b256[1:])
 
 

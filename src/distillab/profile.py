@@ -4,6 +4,7 @@ speed-up and compression rate relative to a reference model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,12 @@ def onnx_latency_stats(path: str, in_shape: tuple[int, int, int], batch: int, re
     return _quantiles(times)
 
 
+def batch_1_and_256(stats: "Callable[[int, int], tuple[float, float, float]]", repeats: int
+                    ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``stats(batch, repeats)`` at batch 1 (``repeats``) and 256 (a quarter, at least 5)."""
+    return stats(1, repeats), stats(256, max(5, repeats // 4))
+
+
 @dataclass
 class Cost:
     name: str
@@ -93,8 +100,7 @@ def profile_models(named: list[tuple[str, nn.Module]], in_shape: tuple[int, int,
     out = []
     for name, m in named:
         m = m.cpu()
-        b1 = latency_stats(m, in_shape, 1, repeats)
-        b256 = latency_stats(m, in_shape, 256, max(5, repeats // 4))
+        b1, b256 = batch_1_and_256(lambda b, r: latency_stats(m, in_shape, b, r), repeats)
         out.append(Cost(name, sum(p.numel() for p in m.parameters()), count_macs(m, in_shape),
                         b1[0], b256[0], b1[1:], b256[1:]))
     return out

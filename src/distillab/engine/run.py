@@ -7,6 +7,7 @@ never overwritten.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -131,10 +132,17 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _file_digest(path: str | Path) -> str:
+    """SHA-256 of a model file (a run folder means its model.safetensors), hashed once per version."""
+    p = Path(path)
+    p = (p / MODEL_FILE if p.is_dir() else p).resolve()
+    st = p.stat()
+    return _hash_file(p, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_file(p: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
     import hashlib
 
-    p = Path(path)
-    p = p / MODEL_FILE if p.is_dir() else p
     h = hashlib.sha256()
     with p.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -251,20 +259,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     connectors, and doubled the size of every finished run). ``restart`` discards an unfinished
     run (e.g. one whose loss became NaN) and trains it anew."""
     text = dump_yaml(spec) + f"seed: {seed}\n"
-    # Under torchrun rank 0 decides and broadcasts: other ranks looking at the folder themselves
-    # could see rank 0's fresh config.yaml and take a new run for an unfinished one.
-    error, state = None, None
-    if distributed.current().is_main:
-        try:
-            state = _check_run_dir(run_dir, text, spec, restart)
-            if state == "resume" and not resume:
-                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                                f"--restart to discard it, or choose another --out")
-        except UserError as e:
-            error = str(e)
-    error, state = distributed.broadcast((error, state))
-    if error:
-        raise UserError(error)
+    state, _ = _decide(run_dir, text, spec, resume, restart)
     if state == "done":
         return read_summary(run_dir)
     device = device or choose_device()
@@ -287,29 +282,11 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     objective = build_objective(spec.method, student, ctx).to(device)
     param_groups = _param_groups(spec, objective)
 
-    # Inputs are valid: only now touch the disk (under torchrun: rank 0 claims and writes; the
-    # other ranks train with it and learn the outcome of its checks by broadcast).
-    dist = distributed.current()
-    lock = None
+    # Inputs are valid: only now touch the disk. Rank 0 claims the folder and re-checks it under the
+    # lock: another process may have finished or started this run meanwhile (a run finished in
+    # between is read back, never discarded by --restart).
+    state, lock = _decide(run_dir, text, spec, resume, restart, claim=True)
     try:
-        error = None
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                lock = RunLock(run_dir)
-                # Re-check under the lock: another process may have finished or started this run meanwhile
-                # (a run finished in between is read back, never discarded by --restart).
-                state = _check_run_dir(run_dir, text, spec, restart)
-                if state == "resume" and not resume:
-                    raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue "
-                                    f"it, --restart to discard it, or choose another --out")
-                if state in ("new", "restart"):
-                    _start_files(run_dir, text, state, spec)
-            except UserError as e:
-                error = str(e)
-        error, state = distributed.broadcast((error, state))
-        if error:
-            raise UserError(error)
         if state == "done":
             return read_summary(run_dir)
         return _train(spec, seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
@@ -317,6 +294,34 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     finally:
         if lock is not None:
             lock.release()
+
+
+def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool,
+            claim: bool = False) -> tuple[str, "RunLock | None"]:
+    """The run folder's state ('new', 'resume', 'restart', 'done'), decided by rank 0 and broadcast:
+    under torchrun another rank looking at the folder itself could see rank 0's fresh config.yaml
+    and take a new run for an unfinished one. With ``claim``, rank 0 also locks the folder and
+    writes a new run's first files. Errors reach every rank, so all stop together."""
+    error, state, lock = None, None, None
+    if distributed.current().is_main:
+        try:
+            if claim:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock = RunLock(run_dir)
+            state = _check_run_dir(run_dir, text, spec, restart)
+            if state == "resume" and not resume:
+                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
+                                f"--restart to discard it, or choose another --out")
+            if claim and state in ("new", "restart"):
+                _start_files(run_dir, text, state, spec)
+        except UserError as e:
+            error = str(e)
+    error, state = distributed.broadcast((error, state))
+    if error:
+        if lock is not None:
+            lock.release()
+        raise UserError(error)
+    return state, lock
 
 
 def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from distillab.config import Strict
@@ -32,5 +31,5 @@ class Refinery(Objective):
         super().__init__(student, refinery)
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
-        x, y = batch.x, batch.y
+        x = batch.x  # ground-truth labels are never read: the refinery relabels
         return {"refined": soft_cross_entropy(self.student(x), self.teacher.probs(x))}

@@ -113,7 +113,6 @@ def _load_timm_checkpoint(net: nn.Module, path: Path, name: str) -> None:
     """Load a local checkpoint strictly, except for the classifier (replaced when its shape differs)
     and the first conv (adapted when the channel count differs). timm's own pretrained loading is
     lenient about missing keys; a user loading BiT weights into the wrong width/depth wants an error."""
-    import timm.models
     from timm.models._manipulate import adapt_input_conv
 
     if not path.is_file():

@@ -18,21 +18,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, Strict
 from distillab.engine.run import RunSpec
 from distillab.methods import MethodConfig
 from distillab.profile import human
-from distillab.recipes.study import Study
+from distillab.recipes.study import Role, Study
 from distillab.results.stats import fmt_interval, fmt_pm, mean_std, verdict
 
 
 # The paired interval says whether the method helps this student: above 0, below 0, or either.
 VERDICT = {"reproduced": "helps", "not reproduced": "hurts", "inconclusive": "inconclusive"}
-
-
-class Role(Strict):
-    model: ModelConfig
-    train: TrainConfig = TrainConfig()
 
 
 class BenchmarkRecipe(Strict):

@@ -15,21 +15,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, Strict, TrainConfig
 from distillab.engine.checkpoint import load_model
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.methods.fitnet import FitNetHintConfig, FitNetKDConfig
 from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
-from distillab.recipes.study import Study
+from distillab.recipes.study import Role, Study
 from distillab.results.stats import fmt_pm
 from distillab.transfer import InitConfig
-
-
-class Role(Strict):
-    model: ModelConfig
-    train: TrainConfig = TrainConfig()
 
 
 class FitNetsRecipe(Strict):

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distillab.config import DataConfig
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import make_progress
@@ -16,6 +16,13 @@ from distillab.engine.run import RunSpec, execute_run
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
 from distillab.results.stats import csv_table, markdown_table
+
+
+class Role(Strict):
+    """A model and its training schedule: one role of a study (teacher, student, …)."""
+
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
 
 
 class Study:
