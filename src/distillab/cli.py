@@ -245,8 +245,8 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
         raise UserError("--num-classes and --repeats must be at least 1")
     header, rows = cost_table([_profile_item(m, args) for m in args.models])
     print(markdown_table(header, rows))
-    print(f"\nCPU latency ({args.runtime}; .onnx files always in onnxruntime, with BatchNorm folded into the "
-          f"convs, hence fewer params): median [inter-quartile range] over {args.repeats} repeats at batch 1, "
+    print(f"\nCPU latency ({args.runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
+          f"are folded into the convs, hence fewer params): median [inter-quartile range] over {args.repeats} repeats at batch 1, "
           f"max(5, repeats/4) at 256, after 3 warm-up passes; speed-up = latency@256 of {args.models[0]} / latency@256, "
           f"compression = params of {args.models[0]} / params.")
 
