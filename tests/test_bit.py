@@ -74,14 +74,16 @@ def test_hyperrule_resolution_lr_and_errors():
     # decays once ``s < step``, so the step *at* a decay point still uses the previous lr.
     assert hr.get_lr(200, 1000) == pytest.approx(0.003) and hr.get_lr(201, 1000) == pytest.approx(0.0003)
     assert hr.get_lr(300, 1000) == pytest.approx(0.0003) and hr.get_lr(400, 1000) == pytest.approx(3e-5)
-    assert hr.scaled_lr(64) == pytest.approx(0.003 / 8)
     with pytest.raises(UserError, match="dataset size 0"):
         hr.get_schedule(0)
     with pytest.raises(UserError, match="image size"):
         hr.get_resolution(0, 32)
-    t = hr.train_config(1000, 100, 1.0)  # 10 steps an epoch, 500 steps
-    assert t.epochs == 50 and t.optim.milestones == pytest.approx([0.4, 0.6, 0.8])
-    assert t.optim.warmup_epochs == pytest.approx(10) and t.optim.weight_decay == 0 and t.optim.momentum == 0.9
+    t, steps = hr.train_config(1000, 1.0)  # 500 steps = 10 epochs of 50
+    assert (t.epochs, steps) == (10, 50) and t.optim.milestones == pytest.approx([0.4, 0.6, 0.8])
+    assert t.optim.warmup_epochs == pytest.approx(2) and t.optim.weight_decay == 0 and t.optim.momentum == 0.9
+    assert t.optim.lr == 0.003  # the rule's lr, whatever the batch
+    t, steps = hr.train_config(30_000, 0.2)  # 2,000 of the 10,000 steps; decays at 30/60/90 %
+    assert t.epochs * steps == 2000 and t.optim.milestones == pytest.approx([0.3, 0.6, 0.9])
 
 
 def test_mixup_mixes_inputs_and_targets():

@@ -30,10 +30,10 @@ def test_layer_transfer_study(tmp_path, capsys):
 
 
 def test_layer_transfer_n_out_of_range(tmp_path, capsys):
-    cfg = {"recipe": "layer-transfer", "data": DATA, "model": MODEL, "train": TRAIN, "ns": [4]}
+    cfg = {"recipe": "layer-transfer", "data": DATA, "model": MODEL, "train": TRAIN, "ns": [5]}
     assert main(["run", _write(tmp_path / "c.yaml", cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "ns: 4 out of range" in err and "1..3" in err
+    assert "ns: 5 out of range" in err and "1..4" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -8,8 +8,6 @@ each decay step; MixUp α = 0.1 only from 20k examples on; small images (< 96x96
 
 from __future__ import annotations
 
-import math
-
 from distillab.config import OptimConfig, TrainConfig
 from distillab.errors import UserError
 
@@ -57,23 +55,21 @@ def get_lr(step: int, dataset_size: int, base_lr: float = BASE_LR) -> float | No
     return base_lr * 0.1 ** sum(step > d for d in decays)
 
 
-def scaled_lr(batch_size: int, base_lr: float = BASE_LR) -> float:
-    """Linear scaling rule: the lr grows with the batch (0.003 at 512 → 0.000375 at 64)."""
-    return base_lr * batch_size / BASE_BATCH
+def train_config(dataset_size: int, schedule_scale: float = 1.0, base_lr: float = BASE_LR,
+                 epochs: int = 10) -> tuple[TrainConfig, int]:
+    """The rule as a :class:`TrainConfig` run by *steps*, and the steps per epoch.
 
-
-def train_config(dataset_size: int, batch_size: int, schedule_scale: float = 1.0) -> TrainConfig:
-    """The rule as a :class:`TrainConfig` for our epoch-based trainer.
-
-    Steps become epochs of ``ceil(dataset_size / batch_size)`` steps; warm-up and decay points
-    become fractions of the run, so the lr curve has the rule's shape. ``schedule_scale`` shortens
-    (or lengthens) the step budget for small-scale studies.
+    The rule's step budget (× ``schedule_scale``) is split into ``epochs`` equal epochs of full
+    batches (the loader draws them from repeated seeded shuffles, so a 1-shot set still fills a
+    batch, as the official code's repeated dataset does); warm-up and decays stay at the rule's
+    fractions of the run (< 20k examples: warm-up 20 %, ÷10 at 40/60/80 %; < 500k: 5 %, 30/60/90 %).
+    ``base_lr`` is used as is, at whatever batch the data config sets (the official code's 0.003).
+    Total steps = epochs × steps per epoch (the budget rounded down to a multiple of ``epochs``).
     """
     warmup, d1, d2, d3, end = get_schedule(dataset_size)
-    steps_per_epoch = math.ceil(dataset_size / batch_size)
     total = max(1, round(end * schedule_scale))
-    epochs = max(1, math.ceil(total / steps_per_epoch))
-    optim = OptimConfig(name="sgd", lr=scaled_lr(batch_size), momentum=0.9, weight_decay=0.0, schedule="step",
-                        milestones=[d1 / end, d2 / end, d3 / end], gamma=0.1,
-                        warmup_epochs=epochs * warmup / end)
-    return TrainConfig(epochs=epochs, optim=optim, eval_every=max(1, epochs // 10))
+    epochs = max(1, min(epochs, total))
+    steps_per_epoch = total // epochs
+    optim = OptimConfig(name="sgd", lr=base_lr, momentum=0.9, weight_decay=0.0, schedule="step",
+                        milestones=[d1 / end, d2 / end, d3 / end], gamma=0.1, warmup_epochs=epochs * warmup / end)
+    return TrainConfig(epochs=epochs, optim=optim, eval_every=epochs), steps_per_epoch  # validate at the end

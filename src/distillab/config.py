@@ -66,6 +66,13 @@ class DataConfig(Strict):
     shots: int | None = Field(None, ge=1, description="few-shot: keep k training examples per class (seeded)")
     fraction: float | None = Field(None, gt=0, le=1, description="keep this fraction of the training set (stratified)")
     batch_size: int = Field(128, ge=1)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="draw this many full batches per epoch from a stream of seeded shuffles instead of "
+                                "one pass: a set smaller than a batch repeats its examples within it (BiT's few-shot "
+                                "sampling keeps the batch size)")
+    eval_view: Literal["center_crop", "resize"] = Field(
+        "center_crop", description="with augment.crop: evaluate on the centre crop, or on the whole image resized "
+                                   "to the crop size (BiT)")
     eval_batch_size: int = Field(1000, ge=1)
     augment: AugmentConfig = AugmentConfig()
 
@@ -94,6 +101,10 @@ class ModelConfig(Strict):
 
     name: str
     kwargs: dict[str, Any] = {}
+    init: Literal["kaiming", "xavier", "default", "auto"] | None = Field(
+        None, description="weight init of a model trained from scratch; unset: the family's own (auto for "
+                          "mlp/cnn = kaiming without normalisation layers, else PyTorch's; the builder's for resnet, "
+                          "bit, timm, torchvision)")
 
     @field_validator("kwargs")
     @classmethod

@@ -105,7 +105,8 @@ class BatchLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
                  std: torch.Tensor, augment: AugmentConfig | None = None, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 center_crop: int | None = None, shard: tuple[int, int] = (0, 1)) -> None:
+                 center_crop: int | None = None, shard: tuple[int, int] = (0, 1),
+                 steps_per_epoch: int | None = None) -> None:
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -120,6 +121,9 @@ class BatchLoader:
         # (rank, world) under DDP: each rank keeps every world-th example of each *global* batch,
         # gathered and augmented whole first, so N ranks see exactly one process's batches.
         self.shard = shard
+        # Fixed-length epochs of full batches cut from consecutive seeded permutations (training
+        # by steps, as BiT): examples repeat within a batch when the set is smaller than it.
+        self.steps_per_epoch = steps_per_epoch
         self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
 
@@ -128,6 +132,8 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
         n = len(self.y)
         # A shuffled (training) epoch never ends on a batch of one: BatchNorm cannot train on it.
         drop = self.drop_last or (self.shuffle and n > self.batch_size and n % self.batch_size == 1)
@@ -136,7 +142,11 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         n = len(self.y)
-        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
+        if self.steps_per_epoch is not None:
+            need = self.steps_per_epoch * self.batch_size
+            order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))]).to(self.device)
+        else:
+            order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb = self.x[idx].float() * self._scale - self._shift

@@ -30,6 +30,18 @@ from distillab.profile import count_macs
 from distillab.transfer import InitConfig, apply_init, layerwise_param_groups
 
 SUMMARY_FILE = "summary.json"
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """The seed of the run ``key`` (its name in a study) for study seed ``seed``: a stable hash, so
+    every run of a study starts from its own initialisation and data order (a Born-Again generation
+    is a new random student, AnB's re-initialised layers are not baseB's initial weights), and the
+    same command always gives the same weights. Runs that are compared *paired* on purpose (a
+    student alone and the same student distilled) share a key."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
 CONFIG_FILE = "config.yaml"
 
 
@@ -44,6 +56,7 @@ class RunSpec(Strict):
 
 
 INPUTS_FILE = "inputs.json"
+SEED_KEYS = ("seed", "run_seed")  # written after the spec in config.yaml
 LOCK_FILE = "run.lock"
 
 
@@ -118,10 +131,10 @@ def _with_defaults(saved: Any) -> Any:
     if not isinstance(saved, dict):
         return saved
     try:
-        spec = RunSpec.model_validate({k: v for k, v in saved.items() if k != "seed"})
+        spec = RunSpec.model_validate({k: v for k, v in saved.items() if k not in SEED_KEYS})
     except ValidationError:
         return saved
-    return {**yaml.safe_load(dump_yaml(spec)), **({"seed": saved["seed"]} if "seed" in saved else {})}
+    return {**yaml.safe_load(dump_yaml(spec)), **{k: saved[k] for k in SEED_KEYS if k in saved}}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -251,19 +264,23 @@ def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
 
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
                 device: torch.device | None = None, data: DataBundle | None = None,
-                resume: bool = True, keep_checkpoints: bool = False, restart: bool = False) -> dict[str, Any]:
-    """Train one run and return its summary. A finished run is read back, never retrained; an
+                resume: bool = True, keep_checkpoints: bool = False, restart: bool = False,
+                run_seed: int | None = None) -> dict[str, Any]:
+    """Train one run and return its summary. ``seed`` picks the data (validation split, subsets,
+    few-shot examples: the same for every run of a study seed); ``run_seed`` (default ``seed``)
+    the initialisation, data order, augmentation and dropout of this run. A finished run is read back, never retrained; an
     unfinished one continues from its last checkpoint when ``resume``, else it is an error.
     Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
     (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
     connectors, and doubled the size of every finished run). ``restart`` discards an unfinished
     run (e.g. one whose loss became NaN) and trains it anew."""
-    text = dump_yaml(spec) + f"seed: {seed}\n"
+    run_seed = seed if run_seed is None else run_seed
+    text = dump_yaml(spec) + f"seed: {seed}\nrun_seed: {run_seed}\n"
     state, _ = _decide(run_dir, text, spec, resume, restart)
     if state == "done":
         return read_summary(run_dir)
     device = device or choose_device()
-    data = data or prepare_data(spec.data, seed, device)
+    data = data or prepare_data(spec.data, seed, device, order_seed=run_seed, normalization=inherited_normalization(spec))
     c, _, w = data.shape
 
     def load_teacher(paths: list[str]) -> Teacher:
@@ -271,8 +288,9 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
                               data=(spec.data.source, data.classes), device=device) for p in paths]
         return Teacher(members)
 
-    torch.manual_seed(seed)
-    student = create_model(spec.model.name, data.num_classes, c, w, **spec.model.kwargs).to(device)
+    torch.manual_seed(run_seed)
+    student = create_model(spec.model.name, data.num_classes, c, w, init=spec.model.init,
+                           **spec.model.kwargs).to(device)
     callbacks = []
     if spec.init is not None:
         # No image-size check: conv blocks transfer across resolutions (BiT fine-tunes at a higher
@@ -289,11 +307,28 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     try:
         if state == "done":
             return read_summary(run_dir)
-        return _train(spec, seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
+        return _train(spec, seed, run_seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
                       keep_checkpoints)
     finally:
         if lock is not None:
             lock.release()
+
+
+def inherited_normalization(spec: RunSpec) -> dict[str, list[float]] | None:
+    """The input normalisation a run must use because a model it loads was trained with it: its
+    transfer source's, else its teachers' (which must agree). None: the source's own statistics.
+    Models saved before normalisation was recorded inherit nothing."""
+    from distillab.engine.checkpoint import read_model_spec
+
+    if spec.init is not None and spec.init.source:
+        return read_model_spec(spec.init.source)[1].get("normalize")
+    teachers = getattr(spec.method, "teacher", None) or []
+    norms = [read_model_spec(t)[1].get("normalize") for t in teachers]
+    known = [n for n in norms if n is not None]
+    if any(n != known[0] for n in known):
+        raise UserError(f"method.teacher: the teachers were trained with different input normalisations "
+                        f"({', '.join(str(n['mean']) for n in known)}); distil from teachers of one source")
+    return known[0] if known else None
 
 
 def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool,
@@ -333,7 +368,7 @@ def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
     atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
 
 
-def _train(spec: RunSpec, seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
+def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
            student: torch.nn.Module, param_groups: Any, callbacks: list, progress: Progress | None,
            keep_checkpoints: bool) -> dict[str, Any]:
     """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
@@ -342,17 +377,18 @@ def _train(spec: RunSpec, seed: int, run_dir: Path, objective: Any, data: DataBu
     if dist.is_main and not (run_dir / INPUTS_FILE).is_file():  # a folder from before digests existed
         atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
     t0 = time.perf_counter()
-    trainer = Trainer(objective, data.train, spec.train, run_dir, seed=seed, val=data.val, progress=progress,
+    trainer = Trainer(objective, data.train, spec.train, run_dir, seed=run_seed, val=data.val, progress=progress,
                       param_groups=param_groups, callbacks=callbacks)
     history = trainer.fit()
     wall = time.perf_counter() - t0
     model_spec = {"name": spec.model.name, "kwargs": spec.model.kwargs, "num_classes": data.num_classes,
-                  "in_chans": c, "img_size": w, "data": spec.data.source, "classes": data.classes}
+                  "in_chans": c, "img_size": w, "data": spec.data.source, "classes": data.classes,
+                  "normalize": data.normalization}
     if dist.is_main:
         save_model(run_dir / MODEL_FILE, student, model_spec)
     test = evaluate(objective.eval_model(), data.test)
     summary = {
-        "seed": seed, "model": spec.model.name, "method": spec.method.name,
+        "seed": seed, "run_seed": run_seed, "model": spec.model.name, "method": spec.method.name,
         "test_acc": test["acc"], "test_top5": test["top5"], "test_errors": test["errors"], "test_n": test["n"],
         "val_acc": history[-1].get("val_acc") if history else None,
         "params": count_params(student), "macs": count_macs(student, data.shape),

@@ -11,13 +11,25 @@ from distillab.models.blocks import BlockNet
 from distillab.models.registry import parse_widths, register_model
 
 
+GN_CHANNELS_PER_GROUP = 8
+GN_MAX_GROUPS = 32
+
+
+def gn_groups(channels: int) -> int:
+    """GroupNorm's group count: groups of 8 channels, at most 32 groups (the GN paper's 32 groups
+    of 8 channels at ResNet-50's 256-wide layers), the largest count ≤ that dividing ``channels``.
+    A thin layer keeps several channels per group: min(32, C) groups would make GN(16, 16) — per-
+    channel instance norm, which discards each channel's contrast."""
+    target = max(1, min(GN_MAX_GROUPS, channels // GN_CHANNELS_PER_GROUP))
+    return next(g for g in range(target, 0, -1) if channels % g == 0)
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """BatchNorm, GroupNorm (32 groups or fewer when channels are few) or nothing."""
+    """BatchNorm, GroupNorm (:func:`gn_groups`) or nothing."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
-        groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
-        return nn.GroupNorm(groups, channels)
+        return nn.GroupNorm(gn_groups(channels), channels)
     if kind == "none":
         return nn.Identity()
     raise UserError(f"model norm {kind!r} unknown (use bn, gn or none)")
@@ -54,7 +66,7 @@ def cnn(in_chans: int, img_size: int, widths: list[int], num_classes: int, norm:
     return BlockNet(blocks, head)
 
 
-@register_model("cnn", takes_arg=True)
+@register_model("cnn", takes_arg=True, init="auto")
 def _cnn_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
     """cnn:W-W — 3x3 conv net with these widths (kwargs: norm=bn|gn|none, pool_every, fc, dropout)."""
     if not arg:

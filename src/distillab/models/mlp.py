@@ -33,7 +33,7 @@ def mlp(in_features: int, hidden: list[int], num_classes: int, dropout: float = 
     return BlockNet(blocks, head)
 
 
-@register_model("mlp", takes_arg=True)
+@register_model("mlp", takes_arg=True, init="auto")
 def _mlp_named(num_classes: int, in_chans: int, img_size: int, *, arg: str, **kwargs: Any) -> BlockNet:
     """mlp:W-W — ReLU MLP with these hidden widths (kwargs: dropout, input_dropout)."""
     return mlp(in_chans * img_size * img_size, parse_widths(f"mlp:{arg}", arg), num_classes, **kwargs)

@@ -32,13 +32,14 @@ class ModelEntry:
     takes_arg: bool
     pattern: re.Pattern[str] | None
     help: str
+    init: str = "default"  # the scheme ``model.init`` falls back to (models/init.py)
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = None,
-                   help: str = "") -> Callable[[Builder], Builder]:
+                   help: str = "", init: str = "default") -> Callable[[Builder], Builder]:
     """Register ``builder`` under ``name``.
 
     >>> @register_model("tiny-linear")                      # doctest: +SKIP
@@ -47,6 +48,8 @@ def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = 
 
     ``takes_arg``: the name is used as ``name:ARG``; ``pattern``: a regex over the whole name whose
     first group is passed as ``arg``. The first line of the builder's docstring is its help text.
+    ``init``: the weight-init scheme used when a config does not set ``model.init`` ("default" =
+    keep what the builder does; "auto" = Kaiming for ReLU nets without normalisation; models/init.py).
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '.', '-'")
@@ -54,7 +57,7 @@ def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = 
     def deco(builder: Builder) -> Builder:
         text = help or (builder.__doc__ or "").strip().split("\n")[0]
         MODELS[name] = ModelEntry(name, builder, takes_arg or pattern is not None,
-                                  re.compile(pattern) if pattern else None, text)
+                                  re.compile(pattern) if pattern else None, text, init)
         return builder
 
     return deco
@@ -90,6 +93,11 @@ def parse_widths(name: str, spec: str) -> list[int]:
     if any(w <= 0 for w in widths):
         raise UserError(f"model {name!r}: widths must be positive")
     return widths
+
+
+def default_init(name: str) -> str:
+    """The init scheme of the family of model ``name`` (``model.init`` unset)."""
+    return resolve(name)[0].init
 
 
 def build(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:

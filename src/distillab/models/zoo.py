@@ -21,21 +21,28 @@ from torch import nn
 # Imported for their @register_model side effect: the built-in families.
 from distillab.models import bit, cifar_resnet, cnn, external, mlp  # noqa: F401
 from distillab.errors import UserError
-from distillab.models.registry import build
+from distillab.models.init import init_weights
+from distillab.models.registry import build, default_init
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int = 28, **kwargs: Any) -> nn.Module:
+def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int = 28, *, init: str | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Build a randomly initialised model with ``num_classes`` outputs and a block list.
+
+    ``init`` (kaiming | xavier | default | auto) re-initialises the block weights (models/init.py);
+    unset, the family's own scheme applies (``auto`` for ``mlp`` and ``cnn``: Kaiming when the net
+    has no normalisation layers).
 
     >>> create_model("mlp:800-800", 10).blocks[0]  # doctest: +ELLIPSIS
     Sequential(...
     """
     try:
-        return build(name, num_classes, in_chans, img_size, **kwargs)
+        model = build(name, num_classes, in_chans, img_size, **kwargs)
     except TypeError as e:  # unexpected keyword argument from a config
         raise UserError(f"model {name!r}: {e}") from None
     except (ValueError, OverflowError, RuntimeError, MemoryError) as e:  # dropout 2, absurd widths …
         raise UserError(f"model {name!r} with {kwargs or 'default kwargs'}: {str(e).splitlines()[0][:200]}") from None
+    return init_weights(model, init or default_init(name))  # type: ignore[arg-type]
 
 
 def count_params(model: nn.Module) -> int:

@@ -60,11 +60,12 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     for seed in cfg.seeds:
         runs["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed))
         student = dict(data=cfg.data, model=cfg.student.model, train=cfg.student.train)
-        runs["student"].append(study.run("student", RunSpec(**student), seed))
+        # Every student shares one run seed on purpose: each gain is a paired difference.
+        runs["student"].append(study.run("student", RunSpec(**student), seed, seed_key="student"))
         teacher = [str(study.run_dir("teacher", seed))]
         for label, method in cfg.methods.items():
             m = method.model_copy(update={"teacher": teacher})
-            runs[label].append(study.run(label, RunSpec(**student, method=m), seed))
+            runs[label].append(study.run(label, RunSpec(**student, method=m), seed, seed_key="student"))
 
     alone = [r["test_acc"] for r in runs["student"]]
     header = ["method", "model", "test acc (%)", "gain vs student alone (pts, 95% CI)", "verdict",

@@ -24,7 +24,7 @@ from distillab.methods.supervised import SupervisedConfig
 from distillab.models import num_blocks
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
-from distillab.results.stats import fmt_pm
+from distillab.results.stats import Comparison, fmt_pm
 from distillab.transfer import InitConfig
 
 
@@ -36,7 +36,22 @@ class Upstream(Strict):
 class HyperRule(Strict):
     schedule_scale: float = Field(1.0, gt=0, description="fraction of the rule's step budget (CPU-scale studies)")
     resolution: Literal["hyperrule", "native"] = Field(
-        "hyperrule", description="hyperrule: resize 160 / crop 128 (or 512 / 480); native: keep the image size")
+        "hyperrule", description="hyperrule: resize 160 / crop 128 (or 512 / 480), evaluate on the whole image "
+                                 "resized to the crop size; native: keep the image size")
+    base_lr: float = Field(bit_hyperrule.BASE_LR, gt=0, description="the rule's lr, used at the downstream batch")
+    epochs: int = Field(10, ge=1, description="the step budget is split into this many epochs (evaluations)")
+
+
+class ScratchTuning(Strict):
+    """The from-scratch baseline gets its own lr and length, chosen per shot count on validation
+    accuracy (mean over seeds), so pre-training is compared with a tuned baseline, not an
+    untrained one."""
+
+    lrs: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1], min_length=1)
+    lengths: list[float] = Field(default_factory=lambda: [1.0, 4.0], min_length=1,
+                                 description="multiples of the rule's step budget")
+    shots: list[int | Literal["all"]] | None = Field(
+        None, description="shot counts whose baseline is tuned (default: all); the others keep the rule's")
 
 
 class BiTRecipe(Strict):
@@ -46,6 +61,7 @@ class BiTRecipe(Strict):
     model: ModelConfig = Field(description="a bit:R..x.. model; its BatchNorm twin is the same with norm=bn")
     shots: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 5, 10, "all"], min_length=1)
     hyperrule: HyperRule = HyperRule()
+    scratch: ScratchTuning = ScratchTuning()
     bn_twin: bool = Field(True, description="also fine-tune the BatchNorm twin from its own upstream run")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
@@ -59,55 +75,109 @@ def _variants(cfg: BiTRecipe) -> dict[str, ModelConfig]:
     return out
 
 
+def _grid(cfg: BiTRecipe) -> list[tuple[float, float]]:
+    """(lr, length) points of the scratch baseline other than the rule's own (its rule run)."""
+    return [(lr, n) for n in cfg.scratch.lengths for lr in cfg.scratch.lrs
+            if (lr, n) != (cfg.hyperrule.base_lr, 1.0)]
+
+
+def _tuned(cfg: BiTRecipe, shots: int | str) -> bool:
+    return cfg.scratch.shots is None or shots in cfg.scratch.shots
+
+
 def count_runs(cfg: BiTRecipe) -> int:
-    return len(cfg.seeds) * (len(_variants(cfg)) * (1 + len(cfg.shots)) + len(cfg.shots))
+    per_seed = len(_variants(cfg)) + sum(len(_variants(cfg)) + 1 + (len(_grid(cfg)) if _tuned(cfg, s) else 0)
+                                         for s in cfg.shots)
+    return len(cfg.seeds) * per_seed
 
 
 def _downstream(cfg: BiTRecipe, shots: int | str, seed: int) -> tuple[DataConfig, TrainConfig, SupervisedConfig]:
-    """Data, schedule and objective that the HyperRule picks for this many shots."""
+    """Data, schedule and objective that the HyperRule picks for this many shots. The batch size is
+    the config's whatever the shot count: batches are drawn with repetition from small sets."""
     data = cfg.downstream.model_copy(update={"shots": None if shots == "all" else shots})
     bundle = prepare_data(data, seed)  # in memory: cheap, and gives the true dataset size
     n = len(bundle.train.y)
     aug = data.augment
     if cfg.hyperrule.resolution == "hyperrule":
         resize, crop = bit_hyperrule.get_resolution(*bundle.shape[1:])
-        data = data.model_copy(update={"resize": resize})
+        data = data.model_copy(update={"resize": resize, "eval_view": "resize"})
         aug = aug.model_copy(update={"crop": crop})
-    batch = min(data.batch_size, n)
-    data = data.model_copy(update={"batch_size": batch, "augment": aug})
-    train = bit_hyperrule.train_config(n, batch, cfg.hyperrule.schedule_scale)
+    train, steps = bit_hyperrule.train_config(n, cfg.hyperrule.schedule_scale, cfg.hyperrule.base_lr,
+                                              cfg.hyperrule.epochs)
+    data = data.model_copy(update={"augment": aug, "steps_per_epoch": steps})
     return data, train, SupervisedConfig(mixup_alpha=bit_hyperrule.get_mixup(n))
 
 
 def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     variants = _variants(cfg)
-    labels = [f"{v}, upstream: source" for v in variants] + ["GN+WS, upstream: none"]
+    labels = [f"{v}, upstream: source" for v in variants] + ["GN+WS, upstream: none (rule)"]
     acc: dict[str, dict[str, list[float]]] = {lab: {str(s): [] for s in cfg.shots} for lab in labels}
+    # grid point -> shots -> per-seed (val acc, test acc) of the from-scratch baseline
+    grid: dict[tuple[float, float], dict[str, list[tuple[float, float]]]] = {}
     for seed in cfg.seeds:
         for v, model in variants.items():
             up = RunSpec(data=cfg.upstream.data, model=model, train=cfg.upstream.train)
             study.run(f"upstream-{v}", up, seed)
         for shots in cfg.shots:
             data, train, method = _downstream(cfg, shots, seed)
+            key = f"{shots}-shot"  # every downstream run of a shot count: same head init and batch order
             for v, model in variants.items():
                 n_blocks = num_blocks(model.name, **model.kwargs)
                 init = InitConfig(source=str(study.run_dir(f"upstream-{v}", seed)), blocks=n_blocks)
                 s = study.run(f"{v}-source/{shots}-shot", RunSpec(data=data, model=model, train=train, method=method,
-                                                                  init=init), seed)
+                                                                  init=init), seed, seed_key=key)
                 acc[f"{v}, upstream: source"][str(shots)].append(s["test_acc"])
             s = study.run(f"GN+WS-none/{shots}-shot", RunSpec(data=data, model=cfg.model, train=train, method=method),
-                          seed)
-            acc["GN+WS, upstream: none"][str(shots)].append(s["test_acc"])
+                          seed, seed_key=key)
+            acc["GN+WS, upstream: none (rule)"][str(shots)].append(s["test_acc"])
+            grid.setdefault((cfg.hyperrule.base_lr, 1.0), {}).setdefault(str(shots), []).append(
+                (s["val_acc"], s["test_acc"]))
+            for lr, length in _grid(cfg) if _tuned(cfg, shots) else []:
+                t = train.model_copy(update={"epochs": max(1, round(train.epochs * length)),
+                                             "optim": train.optim.model_copy(update={"lr": lr})})
+                s = study.run(f"GN+WS-none/{shots}-shot/lr{lr:g}-x{length:g}",
+                              RunSpec(data=data, model=cfg.model, train=t, method=method), seed, seed_key=key)
+                grid.setdefault((lr, length), {}).setdefault(str(shots), []).append((s["val_acc"], s["test_acc"]))
 
     cols = [str(s) for s in cfg.shots]
+    tuned_label = "GN+WS, upstream: none (lr, length tuned on val)"
+    chosen: dict[str, tuple[float, float]] = {}
+    acc[tuned_label] = {}
+    for c in cols:
+        # Chosen on validation accuracy only (mean over seeds); its test accuracy is reported.
+        chosen[c] = max((g for g in grid if c in grid[g]), key=lambda g: sum(v for v, _ in grid[g][c]) / len(grid[g][c]))
+        acc[tuned_label][c] = [t for _, t in grid[chosen[c]][c]]
+    labels.append(tuned_label)
     header = ["model, upstream", *(f"{c}-shot" if c != "all" else "all" for c in cols)]
     rows = [[lab, *(fmt_pm(acc[lab][c], 2, 100) for c in cols)] for lab in labels]
+    rows.append(["scratch lr, length chosen", *(f"{chosen[c][0]:g}, {chosen[c][1]:g}x" for c in cols)])
     xs = list(range(len(cols)))
     plot = line_plot(out / "shots", "BiT: downstream accuracy vs examples per class", "examples per class",
                      "top-1 test accuracy", xs, {lab: [acc[lab][c] for c in cols] for lab in labels},
                      xticks=xs, xticklabels=cols)
-    notes = (f"Downstream {cfg.downstream.source} (batch {cfg.downstream.batch_size}), upstream "
-             f"{cfg.upstream.data.source}; model {cfg.model.name} {cfg.model.kwargs}; BiT-HyperRule schedule × "
-             f"{cfg.hyperrule.schedule_scale}, resolution {cfg.hyperrule.resolution}; top-1 (%) mean ± std over "
-             f"{len(cfg.seeds)} seed(s). Plot: {plot[0].name}.")
-    return study.write_table("results", "Big Transfer: upstream pre-training vs none, by shots", header, rows, notes)
+
+    def diff(a: str, b: str, c: str) -> tuple[float, ...]:
+        return tuple(x - y for x, y in zip(acc[a][c], acc[b][c]))
+
+    # The paper: upstream pre-training beats training from scratch, most with few examples; GN+WS
+    # fine-tunes better than BatchNorm at small batches.
+    comparisons = [Comparison(f"source − none (tuned), {c}{'-shot' if c != 'all' else ''}",
+                              diff("GN+WS, upstream: source", tuned_label, c), +1) for c in cols]
+    if "BN" in variants:
+        comparisons += [Comparison(f"GN+WS − BN (both from source), {c}-shot",
+                                   diff("GN+WS, upstream: source", "BN, upstream: source", c), +1)
+                        for c in cols if c != "all"]
+    steps = {c: None for c in cols}
+    for c in cols:
+        d, t, _ = _downstream(cfg, c if c == "all" else int(c), cfg.seeds[0])
+        steps[c] = t.epochs * (d.steps_per_epoch or 0)
+    notes = (f"Downstream {cfg.downstream.source} (batch {cfg.downstream.batch_size}, kept for every shot count by "
+             f"drawing batches from repeated shuffles), upstream {cfg.upstream.data.source}; model {cfg.model.name} "
+             f"{cfg.model.kwargs}; BiT-HyperRule: lr {cfg.hyperrule.base_lr:g}, steps "
+             f"{', '.join(f'{c}: {n}' for c, n in steps.items())} (schedule × {cfg.hyperrule.schedule_scale}), "
+             f"resolution {cfg.hyperrule.resolution}; inputs normalised with the source's fixed statistics, stored "
+             f"with each model. Scratch baseline grid: lr {cfg.scratch.lrs} × length {cfg.scratch.lengths} of the "
+             f"rule's steps{'' if cfg.scratch.shots is None else f' for shots {cfg.scratch.shots}'}, chosen on validation. Top-1 (%) mean ± std over {len(cfg.seeds)} seed(s). "
+             f"Plot: {plot[0].name}.")
+    return study.write_table("results", "Big Transfer: upstream pre-training vs none, by shots", header, rows, notes,
+                             comparisons)

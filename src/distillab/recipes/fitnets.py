@@ -23,7 +23,7 @@ from distillab.methods.fitnet import FitNetHintConfig, FitNetKDConfig
 from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
 from distillab.recipes.study import Role, Study
-from distillab.results.stats import fmt_pm
+from distillab.results.stats import Comparison, fmt_pm
 from distillab.transfer import InitConfig
 
 
@@ -59,17 +59,20 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
         teacher = [str(study.run_dir("teacher", seed))]
         acc["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed)["test_acc"])
         student = dict(data=cfg.data, model=cfg.student.model, train=cfg.student.train)
-        acc["student"].append(study.run("student", RunSpec(**student), seed)["test_acc"])
+        # The three students share one run seed on purpose: the same initial weights (stage 1 starts
+        # from them too) and batch order, so FitNet − student is a paired difference.
+        acc["student"].append(study.run("student", RunSpec(**student), seed, seed_key="student")["test_acc"])
         kd = cfg.kd.model_copy(update={"teacher": teacher})
-        acc["kd"].append(study.run("student-kd", RunSpec(**student, method=kd), seed)["test_acc"])
+        acc["kd"].append(study.run("student-kd", RunSpec(**student, method=kd), seed, seed_key="student")["test_acc"])
         hint = FitNetHintConfig(teacher=teacher, hint=cfg.hint, guided=cfg.guided)
         study.run("fitnet-stage1", RunSpec(data=cfg.data, model=cfg.student.model, train=cfg.stage1, method=hint),
-                  seed)
+                  seed, seed_key="student")
         # Stage 2 starts from every block of the stage-1 student (those above the guided block are
         # still at their seeded random init) and trains the whole network.
         n_blocks = num_blocks(cfg.student.model.name, **cfg.student.model.kwargs)
         init = InitConfig(source=str(study.run_dir("fitnet-stage1", seed)), blocks=n_blocks)
-        acc["fitnet"].append(study.run("fitnet", RunSpec(**student, method=kd, init=init), seed)["test_acc"])
+        acc["fitnet"].append(study.run("fitnet", RunSpec(**student, method=kd, init=init), seed,
+                                       seed_key="student")["test_acc"])
 
     seed0 = cfg.seeds[0]
     t_model = load_model(study.run_dir("teacher", seed0))
@@ -101,9 +104,18 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
     lat = f"teacher {costs['teacher'][4]} ms, student {costs['student'][4]} ms (median [IQR])"
     notes = (f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). Speed-up: CPU latency at batch "
              f"256 relative to the teacher ({lat}, measured once and kept in costs.json); compression: teacher "
-             f"params / params; input {shape}.")
+             f"params / params; input {shape}. Student init: {cfg.student.model.init or 'the family default'}; the "
+             f"three students of a seed start from the same weights and batch order (paired).")
+
+    def diffs(a: str, b: str) -> tuple[float, ...]:
+        return tuple(x - y for x, y in zip(acc[a], acc[b]))
+
+    comparisons = [Comparison("FitNet − student alone", diffs("fitnet", "student"), +1),
+                   Comparison("FitNet − student + KD", diffs("fitnet", "kd"), +1),
+                   Comparison("FitNet − teacher (the paper's FitNets beat their teacher)", diffs("fitnet", "teacher"),
+                              +1)]
     return study.write_table("results", "FitNets (Romero et al. 2015), with Table 5's cost columns",
-                             header, rows, notes)
+                             header, rows, notes, comparisons)
 
 
 def _shape(study: Study, seed: int) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, Tra
 from distillab.engine.run import RunSpec
 from distillab.methods.refinery import RefineryConfig
 from distillab.recipes.study import Study
-from distillab.results.stats import fmt_pm
+from distillab.results.stats import Comparison, fmt_pm
 
 
 class StrongRefinery(Strict):
@@ -57,9 +57,19 @@ def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
             res.setdefault(f"{cfg.model.name} refined by {sr.model.name}", []).append(
                 study.run("refined-by-strong", RunSpec(data=cfg.data, model=cfg.model, train=cfg.train,
                                                        method=refined), seed))
+    base = [r["test_acc"] for r in res[cfg.model.name]]
+
+    def gain(label: str) -> tuple[float, ...]:
+        return tuple(r["test_acc"] - b for r, b in zip(res[label], base))
+
+    # The paper: refined models beat the one trained on ground truth (AlexNet 57.9 → 59.4 → 59.5,
+    # and more when refined by a stronger net).
+    comparisons = [Comparison(f"{label} − {cfg.model.name}", gain(label), +1) for label in res
+                   if label != cfg.model.name and "(refinery)" not in label]
     header = ["Model", "Top-1 (%)", "Top-5 (%)"]
     rows = [[name, fmt_pm([r["test_acc"] for r in rs], 2, 100), fmt_pm([r["test_top5"] for r in rs], 2, 100)]
             for name, rs in res.items()]
     notes = (f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). model^k is trained only on "
              f"model^(k−1)'s softmax of each augmented crop (augmentation: {cfg.data.augment.model_dump(exclude_defaults=True)}).")
-    return study.write_table("results", "Label Refinery (Bagherinezhad et al. 2018)", header, rows, notes)
+    return study.write_table("results", "Label Refinery (Bagherinezhad et al. 2018)", header, rows, notes,
+                             comparisons)

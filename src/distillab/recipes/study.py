@@ -12,10 +12,10 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import make_progress
-from distillab.engine.run import RunSpec, execute_run
+from distillab.engine.run import RunSpec, derive_seed, execute_run
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
-from distillab.results.stats import csv_table, markdown_table
+from distillab.results.stats import COMPARISON_HEADER, Comparison, csv_table, markdown_table, overall_verdict
 
 
 class Role(Strict):
@@ -49,11 +49,16 @@ class Study:
     def run_dir(self, name: str, seed: int) -> Path:
         return self.out / name / f"seed{seed}"
 
-    def run(self, name: str, spec: RunSpec, seed: int) -> dict[str, Any]:
-        """Train (or resume / read back) the run ``name`` for ``seed``; return its summary."""
+    def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
+        """Train (or resume / read back) the run ``name`` for ``seed``; return its summary.
+
+        The run's own seed is derived from (``seed``, ``seed_key`` or ``name``): runs never share an
+        initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
+        comparison: the same student trained alone and distilled)."""
         self.progress.begin_run(f"{name} seed {seed}")
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
-                              keep_checkpoints=self.keep_checkpoints, restart=self.restart)
+                              keep_checkpoints=self.keep_checkpoints, restart=self.restart,
+                              run_seed=derive_seed(seed, seed_key or name))
         self.progress.end_run()
         note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
@@ -62,17 +67,33 @@ class Study:
 
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
         """Test metrics of the average of the probabilities of finished runs ``names`` (seed ``seed``)."""
+        from distillab.engine.checkpoint import read_model_spec
+
         device = choose_device()
-        bundle = prepare_data(data, seed, device)
+        norm = read_model_spec(self.run_dir(names[0], seed))[1].get("normalize")  # what the members saw
+        bundle = prepare_data(data, seed, device, normalization=norm)
         members = [load_model(self.run_dir(n, seed), num_classes=bundle.num_classes, device=device) for n in names]
         return evaluate(Teacher(members), bundle.test)
 
     def write_table(self, stem: str, title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
-                    notes: str = "") -> str:
-        """Save ``<stem>.md`` / ``<stem>.csv`` in the study folder and return the Markdown."""
-        md = f"### {title}\n\n{markdown_table(header, rows)}\n"
+                    notes: str = "", comparisons: Sequence[Comparison] = ()) -> str:
+        """Save ``<stem>.md`` / ``<stem>.csv`` in the study folder and return the Markdown.
+
+        ``comparisons``: the claims the study tests, as a second table (paired difference, 95 %
+        Student-t interval over seeds, verdict; also ``<stem>-comparisons.csv``) under a one-line
+        overall verdict."""
+        md = f"### {title}\n\n"
+        if comparisons:
+            md += f"**Verdict: {overall_verdict(comparisons)}** ({sum(c.verdict in ('reproduced', 'consistent') for c in comparisons)} of {len(comparisons)} claims).\n\n"
+        md += f"{markdown_table(header, rows)}\n"
         if notes:
             md += f"\n{notes}\n"
+        comp_rows = [c.row() for c in comparisons]
+        if comparisons:
+            md += (f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\nVerdict: 'reproduced' when the 95 % "
+                   f"interval of the paired difference excludes 0 in the paper's direction, 'not reproduced' when "
+                   f"it excludes 0 the other way (or, for a claim of no difference, excludes 0), else "
+                   f"'inconclusive' ('consistent' for a claim of no difference).\n")
         from distillab.engine.distributed import current
 
         if not current().is_main:  # under torchrun only rank 0 writes
@@ -80,6 +101,8 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"{stem}.md").write_text(md)
         (self.out / f"{stem}.csv").write_text(csv_table(header, rows))
+        if comparisons:
+            (self.out / f"{stem}-comparisons.csv").write_text(csv_table(COMPARISON_HEADER, comp_rows))
         if self.provenance:
             (self.out / "study.json").write_text(self.provenance)
         return md

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, _with_defaults, without_locations
+from distillab.engine.run import CONFIG_FILE, SEED_KEYS, SUMMARY_FILE, _with_defaults, without_locations
 from distillab.errors import UserError
 from distillab.profile import human
 from distillab.results.stats import fmt_pm
@@ -32,7 +32,8 @@ def collect(root: Path) -> list[dict]:
             raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run")
         # One row per role of a study: the seed and where inputs live (each seed's distilled run
         # names its own seed's teacher folder) are not part of what the row compares.
-        config.pop("seed", None)
+        for k in SEED_KEYS:
+            config.pop(k, None)
         role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
         key = role + "\n" + json.dumps(without_locations(_with_defaults(config)), sort_keys=True, default=str)
         try:

@@ -6,6 +6,7 @@ import csv
 import io
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -55,10 +56,14 @@ def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float,
 def verdict(diffs: Sequence[float], direction: int = 1, level: float = 0.95) -> str:
     """"reproduced" when the interval of the paired difference excludes 0 in the paper's direction
     (+1: the method should be higher), "not reproduced" when it excludes 0 the other way, else
-    "inconclusive"."""
+    "inconclusive". ``direction=0`` is a claim of *no* difference (from scratch catches up):
+    "consistent" when the interval contains 0, else "not reproduced" — an interval that contains 0
+    does not prove equality, so the table prints its width beside it."""
     _, lo, hi = paired_interval(diffs, level)
     if lo != lo:  # nan: fewer than two seeds
         return "inconclusive"
+    if direction == 0:
+        return "consistent" if lo <= 0 <= hi else "not reproduced"
     lo, hi = (lo, hi) if direction > 0 else (-hi, -lo)
     return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
 
@@ -69,3 +74,31 @@ def fmt_interval(diffs: Sequence[float], digits: int = 2, scale: float = 100.0, 
     if lo != lo:
         return f"{m:+.{digits}f}"
     return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One claim a study exists to test: ``label`` (e.g. "distilled − alone"), the paired
+    differences over seeds, and the paper's direction (+1 higher, −1 lower, 0 no difference)."""
+
+    label: str
+    diffs: tuple[float, ...]
+    direction: int
+    scale: float = 100.0  # accuracies / errors as fractions → points
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.diffs, self.direction)
+
+    def row(self) -> list[str]:
+        expected = {1: "> 0", -1: "< 0", 0: "≈ 0"}[self.direction]
+        return [self.label, expected, fmt_interval(self.diffs, scale=self.scale), str(len(self.diffs)), self.verdict]
+
+
+COMPARISON_HEADER = ["comparison (paired over seeds)", "paper", "difference, pts (95% CI)", "seeds", "verdict"]
+
+
+def overall_verdict(comparisons: Sequence[Comparison]) -> str:
+    """'reproduced' when every claim is, 'not reproduced' when none is, else 'partly reproduced'."""
+    good = [c.verdict in ("reproduced", "consistent") for c in comparisons]
+    return "reproduced" if all(good) else "not reproduced" if not any(good) else "partly reproduced"
