@@ -1,11 +1,12 @@
 """Recipe ``bit``: Big Transfer (Kolesnikov et al. 2020), upstream pre-training then downstream
-fine-tuning by the BiT-HyperRule on 1, 5, 10, … examples per class (docs/methods.md section 3).
+fine-tuning by the BiT-HyperRule on 1, 5, 10, … examples per class (docs/studies/bit.md).
 
 Per seed: pre-train the GN+WS ResNet-v2 (and its BatchNorm twin) on the upstream task; on the
 downstream task, for each shot count, fine-tune from upstream and train from scratch with the
-schedule, lr and MixUp the HyperRule picks for that dataset size, at the downstream batch size
-(small batches are where GN+WS and BatchNorm part ways). Table: rows = model/upstream, columns =
-shots; plot: accuracy vs shots.
+step budget, lr and MixUp the HyperRule picks for that dataset size, at the downstream batch size
+(small batches are where GN+WS and BatchNorm part ways); the from-scratch baseline also runs a
+grid of lrs and lengths and keeps the point best on validation. Table: rows = model/upstream,
+columns = shots; plot: accuracy vs shots.
 """
 
 from __future__ import annotations

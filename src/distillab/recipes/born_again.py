@@ -1,4 +1,4 @@
-"""Recipe ``born-again``: Furlanello et al. 2018 (docs/methods.md section 6).
+"""Recipe ``born-again``: Furlanello et al. 2018 (docs/studies/born-again.md).
 
 Per seed: a teacher (generation 0) trained on labels; generation-1 students of the same
 architecture for each variant (BAN, BAN+L, CWTM, DKPP); the BAN sequence BAN-1 → BAN-2 → …

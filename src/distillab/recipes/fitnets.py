@@ -1,4 +1,4 @@
-"""Recipe ``fitnets``: Romero et al. 2015 (docs/methods.md section 5).
+"""Recipe ``fitnets``: Romero et al. 2015 (docs/studies/fitnets.md).
 
 Per seed: the teacher; the thin-deep student trained alone; the student trained with KD only
 (stage-2 loss from scratch); and the FitNet — stage 1 (hint training of the student up to the

@@ -1,6 +1,6 @@
 """Recipe ``hinton``: Hinton, Vinyals & Dean 2015 — a big regularised teacher, a small student
-trained alone, and the same student trained on the teacher's soft targets (section 4 of
-docs/methods.md). Table in the lecture's layout, mean ± std over seeds."""
+trained alone, and the same student trained on the teacher's soft targets (docs/studies/hinton.md).
+Table in the lecture's layout, mean ± std over seeds, and the paired gain with its interval."""
 
 from __future__ import annotations
 

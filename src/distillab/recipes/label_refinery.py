@@ -1,4 +1,4 @@
-"""Recipe ``label-refinery``: Bagherinezhad et al. 2018 (docs/methods.md section 7).
+"""Recipe ``label-refinery``: Bagherinezhad et al. 2018 (docs/studies/label-refinery.md).
 
 Per seed: model^1 trained on ground-truth labels; model^k trained only on model^(k−1)'s softmax
 of each augmented crop (random-resized crops by default), k = 2..generations; optionally a

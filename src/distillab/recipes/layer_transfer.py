@@ -1,5 +1,5 @@
 """Recipe ``layer-transfer``: Yosinski et al. 2014, "How transferable are features in deep
-neural networks?" (docs/methods.md section 1).
+neural networks?" (docs/studies/layer-transfer.md).
 
 Split the classes into A and B; train baseA and baseB; for each n, build transfer nets whose
 first n blocks come from baseB (BnB, "selffer") or baseA (AnB), frozen or fine-tuned (+), plus

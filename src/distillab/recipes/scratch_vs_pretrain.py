@@ -1,5 +1,5 @@
 """Recipe ``scratch-vs-pretrained``: He, Girshick & Dollár 2019, "Rethinking ImageNet
-pre-training" (docs/methods.md section 2).
+pre-training" (docs/studies/scratch-vs-pretrained.md).
 
 The same target task is trained from random init and from weights pre-trained on a source task,
 for schedules of increasing length (k × ``base_epochs``), with GroupNorm so small batches train.
