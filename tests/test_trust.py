@@ -183,4 +183,6 @@ def test_verdicts_follow_the_interval_and_the_papers_direction():
     assert noisy.verdict == "inconclusive" and Comparison("x", noisy.diffs, 0).verdict == "consistent"
     assert Comparison("x", up.diffs, 0).verdict == "not reproduced"
     assert overall_verdict([up, noisy]) == "partly reproduced" and overall_verdict([up]) == "reproduced"
+    assert overall_verdict([noisy]) == "inconclusive"
+    assert overall_verdict([noisy, Comparison("x", up.diffs, -1)]) == "not reproduced"
     assert up.row()[2].startswith("+1.10 [")  # points, with the interval

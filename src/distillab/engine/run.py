@@ -106,7 +106,8 @@ class RunLock:
 # Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
 # absolute --out or another --data-dir holding the same data is the same run. What the inputs
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
-LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"))
+LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
+                 ("method", "cache", "dir"))
 
 
 def without_locations(cfg: Any) -> Any:
@@ -296,6 +297,15 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
         # No image-size check: conv blocks transfer across resolutions (BiT fine-tunes at a higher
         # one); copy_blocks rejects weights whose shapes do not fit.
         callbacks = apply_init(student, spec.init, lambda p: load_model(p, device=device))
+    cache_record = None
+    cache_cfg = getattr(spec.method, "cache", None)
+    if cache_cfg is not None:  # the objective's teacher answers from stored outputs (engine/soft_labels.py)
+        from distillab.engine.soft_labels import open_cache
+
+        paths = list(spec.method.teacher)
+        cached, cache_record = open_cache(cache_cfg, paths, [_file_digest(p) for p in paths], data.train,
+                                          load_teacher, device)
+        load_teacher = lambda _paths: cached  # noqa: E731
     ctx = Context(load_teacher, data.shape, num_train=len(data.train.y), epochs=spec.train.epochs)
     objective = build_objective(spec.method, student, ctx).to(device)
     param_groups = _param_groups(spec, objective)
@@ -308,7 +318,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
         if state == "done":
             return read_summary(run_dir)
         return _train(spec, seed, run_seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
-                      keep_checkpoints)
+                      keep_checkpoints, cache_record)
     finally:
         if lock is not None:
             lock.release()
@@ -370,7 +380,7 @@ def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
 
 def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
            student: torch.nn.Module, param_groups: Any, callbacks: list, progress: Progress | None,
-           keep_checkpoints: bool) -> dict[str, Any]:
+           keep_checkpoints: bool, cache_record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
     c, _, w = data.shape
     dist = distributed.current()
@@ -395,6 +405,8 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
         "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_session": wall, "device": device.type,
     }
+    if cache_record is not None:
+        summary["soft_label_cache"] = cache_record
     if dist.is_main:
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
         if not keep_checkpoints:

@@ -91,6 +91,18 @@ class Teacher(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
+    def member_logits(self, batch: Batch) -> list[torch.Tensor]:
+        """Each member's logits for a batch. A :class:`~distillab.engine.soft_labels.CachedTeacher`
+        looks them up by (example, view) instead of running the members."""
+        return [m(batch.x) for m in self.members]
+
+    @torch.no_grad()
+    def soft_targets(self, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+        """Average of the members' softmax(logits / T) for a batch (live or cached)."""
+        logits = self.member_logits(batch)
+        return sum(F.softmax(z.float() / temperature, dim=1) for z in logits) / len(logits)
+
+    @torch.no_grad()
     def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Average of the members' softmax(logits / T): the ensemble's soft targets."""
         total = None

@@ -22,12 +22,14 @@ from torch import nn
 from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.methods.registry import register_method
+from distillab.engine.soft_labels import SoftLabelCacheConfig, cache_field
 from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 
 
 class BornAgainConfig(Strict):
     name: Literal["born-again"] = "born-again"
     teacher: list[str] = teacher_field()
+    cache: SoftLabelCacheConfig | None = cache_field()
     variant: Literal["ban", "ban+l", "cwtm", "dkpp"] = "ban"
 
 
@@ -62,7 +64,7 @@ class BornAgain(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x, y = batch.x, batch.y
-        p_t = self.teacher.probs(x)
+        p_t = self.teacher.soft_targets(batch)
         z = self.student(x)
         if self.variant == "cwtm":
             ce = F.cross_entropy(z, y, reduction="none")

@@ -32,6 +32,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.methods.registry import register_method
 from distillab.methods.base import Objective, Teacher, teacher_field
+from distillab.engine.soft_labels import SoftLabelCacheConfig, cache_field
 
 
 class KDConfig(Strict):
@@ -42,6 +43,7 @@ class KDConfig(Strict):
     kd_weight: float | None = Field(None, ge=0, description="soft-term weight replacing alpha (KD+LS: 9)")
     logit_standardize: bool = Field(False, description="z-score teacher and student logits (Sun et al. 2024)")
     teacher: list[str] = teacher_field()
+    cache: SoftLabelCacheConfig | None = cache_field()
 
 
 def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -52,12 +54,13 @@ def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_probs(teacher: Teacher, x: torch.Tensor, temperature: float, standardized: bool = False) -> torch.Tensor:
+def teacher_probs(teacher: Teacher, batch: Batch, temperature: float, standardized: bool = False) -> torch.Tensor:
     """The (ensemble) teacher's softened targets; with ``standardized`` each member's logits are
-    z-scored before its softmax, then the probabilities are averaged."""
+    z-scored before its softmax, then the probabilities are averaged. (Z-scoring is shift-invariant,
+    so cached log-probabilities standardise exactly as the logits they came from.)"""
     if not standardized:
-        return teacher.probs(x, temperature)
-    return torch.stack([F.softmax(standardize(m(x)) / temperature, 1) for m in teacher.members]).mean(0)
+        return teacher.soft_targets(batch, temperature)
+    return torch.stack([F.softmax(standardize(z) / temperature, 1) for z in teacher.member_logits(batch)]).mean(0)
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
@@ -91,6 +94,6 @@ class KD(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x, y, c = batch.x, batch.y, self.cfg
-        p_t = teacher_probs(self.teacher, x, c.temperature, c.logit_standardize)
+        p_t = teacher_probs(self.teacher, batch, c.temperature, c.logit_standardize)
         return kd_losses(self.student(x), p_t, y, c.temperature, c.alpha, ce_weight=c.ce_weight,
                          kd_weight=c.kd_weight, standardized=c.logit_standardize)

@@ -15,12 +15,14 @@ from torch import nn
 from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.methods.registry import register_method
+from distillab.engine.soft_labels import SoftLabelCacheConfig, cache_field
 from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 
 
 class RefineryConfig(Strict):
     name: Literal["refinery"] = "refinery"
     teacher: list[str] = teacher_field()
+    cache: SoftLabelCacheConfig | None = cache_field()
 
 
 @register_method(RefineryConfig)
@@ -32,4 +34,4 @@ class Refinery(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x = batch.x  # ground-truth labels are never read: the refinery relabels
-        return {"refined": soft_cross_entropy(self.student(x), self.teacher.probs(x))}
+        return {"refined": soft_cross_entropy(self.student(x), self.teacher.soft_targets(batch))}

@@ -99,6 +99,12 @@ COMPARISON_HEADER = ["comparison (paired over seeds)", "paper", "difference, pts
 
 
 def overall_verdict(comparisons: Sequence[Comparison]) -> str:
-    """'reproduced' when every claim is, 'not reproduced' when none is, else 'partly reproduced'."""
-    good = [c.verdict in ("reproduced", "consistent") for c in comparisons]
-    return "reproduced" if all(good) else "not reproduced" if not any(good) else "partly reproduced"
+    """'reproduced' when every claim is; 'partly reproduced' when some are; with none reproduced,
+    'not reproduced' when an interval contradicts a claim, else 'inconclusive'."""
+    verdicts = [c.verdict for c in comparisons]
+    good = [v in ("reproduced", "consistent") for v in verdicts]
+    if all(good):
+        return "reproduced"
+    if any(good):
+        return "partly reproduced"
+    return "not reproduced" if "not reproduced" in verdicts else "inconclusive"
