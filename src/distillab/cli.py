@@ -97,7 +97,7 @@ def _provenance(cfg: BaseModel, command: str | None) -> str:
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
     data = apply_overrides(load_yaml(args.config), args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    out = Path(args.out) if args.out else default_out(Path(args.config))
     run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet,
                args.command_line, args.restart)
 
@@ -266,6 +266,14 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
         print(f"wrote {args.torchscript}; max |TorchScript - PyTorch| on a random batch: {diff:.2e}")
 
 
+def default_out(config: Path) -> Path:
+    """runs/<folder>-<name> for configs/<folder>/<name>.yaml (configs of different studies share
+    names — bit/fashion-mnist.yaml, hinton/fashion-mnist.yaml — and must not share a folder);
+    runs/<name> for any other config file."""
+    where = config.resolve().parent
+    return Path("runs") / (f"{where.name}-{config.stem}" if where.parent.name == "configs" else config.stem)
+
+
 def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help: str) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, values in YAML, "
                    "e.g. seeds=[0,1] student.train.epochs=5")
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML file whose `recipe:` key picks the study (see `distillab list recipes`)")
     r.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                    help="import a Python module first, e.g. one that registers your own models (repeatable)")
-    _study_options(r, out_default=None, out_help="output folder (default runs/<config name>)")
+    _study_options(r, out_default=None, out_help="output folder (default runs/<config folder>-<config name>)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale",

@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from typing import Any
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from distillab.results.stats import mean_std
 
-from distillab.results.stats import mean_std  # noqa: E402
+
+def _pyplot() -> Any:
+    """matplotlib, imported on first use: it adds ~60 MB to a process that never plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def line_plot(path_stem: Path, title: str, xlabel: str, ylabel: str, xs: Sequence[float],
@@ -20,6 +27,7 @@ def line_plot(path_stem: Path, title: str, xlabel: str, ylabel: str, xs: Sequenc
 
     ``series[name][i]`` holds the per-seed values at ``xs[i]``.
     """
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     markers = "osD^v<>ph*"
     for k, (name, per_x) in enumerate(series.items()):
