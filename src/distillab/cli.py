@@ -45,8 +45,12 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 def run_config(data: dict, out: Path, console: Console, source: str, resume: bool = False,
                data_dir: str | None = None, keep_checkpoints: bool = False, quiet: bool = False,
-               command: str | None = None, restart: bool = False) -> str:
-    """Validate a config mapping against its recipe and run it; return the result Markdown."""
+               command: str | None = None, restart: bool = False, executor: dict | None = None) -> str:
+    """Validate a config mapping against its recipe and run it; return the result Markdown.
+
+    ``executor``: None trains the runs here, in order; ``{"kind": "ray", "address": …, "cpus": …,
+    "gpus": …, "imports": […]}`` trains them as Ray tasks first (engine/plan.py), then the recipe
+    reads every finished run back and writes its tables here."""
     from distillab.recipes import RECIPES
     from distillab.recipes.study import Study
 
@@ -65,6 +69,13 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     preflight(cfg)
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
+    if executor and executor.get("kind") == "ray":
+        from distillab.engine.plan import plan_study, run_on_ray
+
+        run_on_ray(plan_study(cfg, module, out), address=executor.get("address"), cpus=executor.get("cpus", 1),
+                   gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=True,
+                   keep_checkpoints=keep_checkpoints, restart=restart,
+                   log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
         md = module.run(cfg, out, study)
@@ -98,8 +109,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else default_out(Path(args.config))
+    executor = None
+    if args.executor == "ray":
+        executor = {"kind": "ray", "address": args.address, "cpus": args.ray_cpus, "gpus": args.ray_gpus,
+                    "imports": args.imports or []}
+    elif args.address:
+        raise UserError("--address names a Ray cluster: use it with --executor ray")
     run_config(data, out, console, str(args.config), args.resume, args.data_dir, args.keep_checkpoints, args.quiet,
-               args.command_line, args.restart)
+               args.command_line, args.restart, executor)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
@@ -347,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                    help="import a Python module first, e.g. one that registers your own models (repeatable)")
     _study_options(r, out_default=None, out_help="output folder (default runs/<config folder>-<config name>)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: train the runs here, one after another; ray: submit each run as a Ray task as soon "
+                        "as the runs it reads are finished (the same folders and tables)")
+    r.add_argument("--address", default=None, help="Ray cluster to join (HOST:PORT from `ray start --head`); "
+                                                   "default: start Ray on this machine")
+    r.add_argument("--ray-cpus", type=float, default=1, help="CPUs per run under --executor ray (default 1)")
+    r.add_argument("--ray-gpus", type=float, default=0, help="GPUs per run under --executor ray (default 0)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="Hinton distillation on Fashion-MNIST at CPU scale",

@@ -1,0 +1,139 @@
+"""A study as a graph of runs, and executors that train it.
+
+A recipe is ordinary Python that calls ``study.run(name, spec, seed)`` in an order that respects
+its dependencies (baseA before every AnB, a teacher before its students, generation k before
+k+1, FitNets stage 1 before stage 2). :func:`plan_study` runs the recipe against a
+:class:`PlanningStudy` that records each call instead of training, so the graph is read off the
+recipe itself — no second description to keep in sync: a run depends on the runs whose folders
+its spec reads (``method.teacher``, ``init.source``).
+
+The ``local`` executor is the recipe itself (one process, in order). :func:`run_on_ray` submits
+each planned run as a Ray task as soon as the runs it reads have finished; afterwards the recipe
+runs locally once more, reads every finished run back and writes the same tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillab.engine.run import RunSpec, derive_seed
+from distillab.errors import UserError
+from distillab.recipes.study import Study
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    seed: int
+    run_seed: int
+    spec: RunSpec
+    run_dir: Path
+    after: list[int] = field(default_factory=list)  # positions of the planned runs it reads
+
+
+class PlanningStudy(Study):
+    """Records the runs a recipe asks for instead of training them; answers with placeholder
+    summaries so the recipe's control flow carries on. The recipe sees run folders in a scratch
+    folder (it may read a run's learning curve between runs); the plan names them in ``out``."""
+
+    def __init__(self, scratch: Path, out: Path) -> None:
+        super().__init__(scratch, total_runs=0, quiet=True)
+        self.real_out = out
+        self.planned: list[PlannedRun] = []
+
+    def _relocate(self, path: str) -> str:
+        p = Path(path)
+        return str(self.real_out / p.relative_to(self.out)) if p.is_relative_to(self.out) else path
+
+    def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
+        scratch_dir = self.run_dir(name, seed)
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        (scratch_dir / "metrics.jsonl").write_text('{"val_acc": 0.5}\n' * spec.train.epochs)
+        teachers = list(getattr(spec.method, "teacher", None) or [])
+        reads = set(teachers) | ({spec.init.source} if spec.init is not None and spec.init.source else set())
+        update: dict[str, Any] = {}
+        if teachers:
+            update["method"] = spec.method.model_copy(update={"teacher": [self._relocate(t) for t in teachers]})
+        if spec.init is not None and spec.init.source:
+            update["init"] = spec.init.model_copy(update={"source": self._relocate(spec.init.source)})
+        where = {str(r.run_dir): i for i, r in enumerate(self.planned)}
+        real_dir = self.real_out / scratch_dir.relative_to(self.out)
+        self.planned.append(PlannedRun(name, seed, derive_seed(seed, seed_key or name), spec.model_copy(update=update),
+                                       real_dir, sorted({where[self._relocate(p)] for p in reads
+                                                         if self._relocate(p) in where})))
+        return {"test_acc": 0.5, "val_acc": 0.5, "test_top5": 1.0, "test_errors": 0, "test_n": 1, "params": 1,
+                "macs": 1, "train_seconds": 1.0, "epochs": spec.train.epochs, "device": "cpu"}
+
+    def evaluate_ensemble(self, names: Any, data: Any, seed: int) -> dict[str, Any]:
+        return {"acc": 0.5, "top5": 1.0, "errors": 0, "n": 1, "loss": 0.0}
+
+    def write_table(self, *args: Any, **kwargs: Any) -> str:
+        return ""
+
+
+def plan_study(cfg: Any, module: Any, out: Path) -> list[PlannedRun]:
+    """Every run the recipe ``module`` would train for ``cfg``, in a valid order, with its
+    dependencies. What follows the runs (cost columns, ensembles of finished models) needs trained
+    models and is skipped here: the recipe's local pass after the executor does it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        study = PlanningStudy(Path(scratch), out)
+        try:
+            module.run(cfg, Path(scratch), study)
+        except (UserError, OSError, KeyError, ValueError, ZeroDivisionError, RuntimeError):
+            pass  # only reached after the last study.run: tables and cost columns need trained models
+    return study.planned
+
+
+def _train_task(spec_yaml: str, seed: int, run_dir: str, run_seed: int, options: dict[str, Any],
+                imports: list[str], threads: int, *after: Any) -> str:
+    """One run in a Ray worker (``after``: the finished runs it reads, awaited by Ray)."""
+    import importlib
+
+    import torch
+    import yaml
+
+    from distillab.engine.run import RunSpec, execute_run
+
+    for name in imports:  # the driver's --import modules: registries are per process
+        importlib.import_module(name)
+    torch.set_num_threads(threads)
+    spec = RunSpec.model_validate(yaml.safe_load(spec_yaml))
+    execute_run(spec, seed, Path(run_dir), run_seed=run_seed, **options)
+    return run_dir
+
+
+def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int = 1, gpus: float = 0,
+               imports: list[str] | None = None, resume: bool = True, keep_checkpoints: bool = False,
+               restart: bool = False, log: Any = print) -> None:
+    """Train every planned run as a Ray task with ``cpus`` / ``gpus`` each, as soon as its inputs
+    exist. ``address``: an existing cluster (``ray start --head`` prints it); None starts a local
+    Ray on this machine. Run folders must be on storage every node sees (a shared filesystem)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'distillab[ray]' (or pip install ray)") from None
+    from distillab.config import dump_yaml
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    task = ray.remote(_train_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart}
+    refs: list[Any] = []
+    for r in plan:
+        refs.append(task.remote(dump_yaml(r.spec), r.seed, str(r.run_dir), r.run_seed, options, imports or [],
+                                max(1, int(cpus)), *(refs[i] for i in r.after)))
+    log(f"ray: {len(plan)} runs submitted ({sum(not r.after for r in plan)} ready now), {cpus} CPU(s) "
+        f"and {gpus:g} GPU(s) each")
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        try:
+            finished = ray.get(done[0])
+        except ray.exceptions.RayTaskError as e:
+            cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+            raise UserError(f"a run failed on Ray: {str(cause).splitlines()[0]}") from None
+        log(f"ray: finished {finished} ({len(refs) - len(pending)}/{len(refs)})")

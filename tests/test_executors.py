@@ -1,0 +1,59 @@
+"""A study's runs as a graph, trained in order here or fanned out as Ray tasks: the same folders,
+weights and tables either way."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from distillab.cli import main
+from distillab.config import validate
+from distillab.engine.plan import plan_study
+from distillab.recipes import RECIPES
+
+DATA = {"source": "digits", "val_size": 100, "batch_size": 64}
+HINTON = {"recipe": "hinton", "data": DATA, "seeds": [0, 1],
+          "teacher": {"model": {"name": "mlp:32"}, "train": {"epochs": 2}},
+          "student": {"model": {"name": "mlp:16"}, "train": {"epochs": 2}}}
+
+
+def test_plan_reads_the_graph_off_the_recipe(tmp_path):
+    cls, module = RECIPES["hinton"]
+    plan = plan_study(validate(cls, HINTON), module, tmp_path / "o")
+    assert [(r.name, r.seed) for r in plan] == [(n, s) for s in (0, 1) for n in ("teacher", "student", "distilled")]
+    distilled = plan[2]
+    assert distilled.after == [0] and plan[1].after == []  # the distilled student waits for its teacher only
+    assert distilled.spec.method.teacher == [str(tmp_path / "o" / "teacher" / "seed0")]
+    assert distilled.run_dir == tmp_path / "o" / "distilled" / "seed0"
+    assert not (tmp_path / "o").exists()  # planning trains and writes nothing
+
+
+@pytest.mark.slow
+def test_ray_executor_writes_what_the_local_executor_writes(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'distillab[ray]')")
+    torch.set_num_threads(1)  # as each Ray task (1 CPU): identical float reductions, identical weights
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(HINTON))
+    assert main(["run", str(path), "--out", str(tmp_path / "local"), "--quiet"]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # two runs at once on 2 cores
+    try:
+        assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+        torch.set_num_threads(2)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert (local / "results.md").read_text() == (remote / "results.md").read_text()
+    runs = sorted(p.parent.relative_to(local) for p in local.rglob("model.safetensors"))
+    assert len(runs) == 6 and runs == sorted(p.parent.relative_to(remote) for p in remote.rglob("model.safetensors"))
+    for r in runs:
+        a, b = load_file(str(local / r / "model.safetensors")), load_file(str(remote / r / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), r
+
+
+def test_address_needs_the_ray_executor(tmp_path, capsys):
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(HINTON))
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--address", "10.0.0.1:6379"]) == 2
+    assert "--executor ray" in capsys.readouterr().err
