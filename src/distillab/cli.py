@@ -150,6 +150,7 @@ SOURCE_HELP = {
     "cifar100": "60k 32x32 colour images, 100 classes",
     "digits": "scikit-learn's bundled 1,797 8x8 digits (always available; used by the tests)",
     "imagefolder:PATH": "PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, resized to data.image_size",
+    "webdataset:PATH": "WebDataset shards written by `distillab data pack`, streamed from disk by DataLoader workers",
 }
 
 
@@ -328,9 +329,16 @@ def preflight(cfg: BaseModel) -> None:
 
     shape, classes = (1, 28, 28), 10
     for i, d in enumerate(find_all(cfg, DataConfig)):
-        ds = _cached_source(d.source, d.data_dir, d.image_size)
+        if d.source.startswith("webdataset:"):  # shards: read the metadata, never the data
+            from distillab.data.streaming import read_meta
+
+            meta = read_meta(Path(d.source.split(":", 1)[1]).expanduser())
+            found = tuple(meta["shape"]), len(meta["classes"])
+        else:
+            ds = _cached_source(d.source, d.data_dir, d.image_size)
+            found = ds.shape, ds.num_classes
         if i == 0:
-            shape, classes = ds.shape, ds.num_classes
+            shape, classes = found
     with torch.device("meta"):
         for m in find_all(cfg, ModelConfig):
             kwargs = {k: v for k, v in m.kwargs.items() if k != "checkpoint"}  # weights: checked per run
@@ -412,7 +420,34 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--onnx", metavar="FILE", help="ONNX file to write (dynamic batch axis)")
     ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
     ex.set_defaults(func=cmd_export)
+
+    da = sub.add_parser("data", help="data tools: pack a source as WebDataset shards for streaming")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    pk = dsub.add_parser("pack", help="write a source as WebDataset tar shards (train / val / test) + meta.json",
+                         epilog="example: distillab data pack fashion-mnist shards/fmnist --val 5000; then "
+                                "`source: webdataset:shards/fmnist` in a config")
+    pk.add_argument("source", help="a built-in source (fashion-mnist, cifar10, …) or imagefolder:PATH")
+    pk.add_argument("out", help="an empty (or new) folder for the shards")
+    pk.add_argument("--shard-size", type=int, default=10_000, help="examples per shard (default 10000)")
+    pk.add_argument("--val", type=int, default=5000, help="training examples held out as the val split (seeded)")
+    pk.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
+    pk.add_argument("--limit", type=int, default=None, help="keep only this many training examples (seeded)")
+    pk.add_argument("--data-dir", default=None, help="where the source's files are")
+    pk.add_argument("--image-size", type=int, default=32, help="side length image folders are resized to on read")
+    pk.set_defaults(func=cmd_data_pack)
     return p
+
+
+def cmd_data_pack(args: argparse.Namespace, console: Console) -> None:
+    from distillab.data.streaming import pack
+
+    if args.shard_size < 1 or args.val < 0 or (args.limit is not None and args.limit < 1):
+        raise UserError("data pack: --shard-size and --limit must be positive, --val non-negative")
+    meta = pack(args.source, Path(args.out), shard_size=args.shard_size, val=args.val, seed=args.seed,
+                data_dir=args.data_dir, image_size=args.image_size, limit=args.limit)
+    counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
+    print(f"wrote {sum(len(v) for v in meta['shards'].values())} shards to {args.out} ({counts}); "
+          f"use `source: webdataset:{args.out}`")
 
 
 def main(argv: list[str] | None = None) -> int:

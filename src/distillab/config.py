@@ -74,6 +74,7 @@ class DataConfig(Strict):
         "center_crop", description="with augment.crop: evaluate on the centre crop, or on the whole image resized "
                                    "to the crop size (BiT)")
     eval_batch_size: int = Field(1000, ge=1)
+    num_workers: int = Field(2, ge=0, description="decoding processes for streaming sources (webdataset:PATH)")
     augment: AugmentConfig = AugmentConfig()
 
 

@@ -178,6 +178,10 @@ class BatchLoader:
         self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
 
+    @property
+    def num_examples(self) -> int:
+        return len(self.y)
+
     def use_views(self, views: int, view_seed: int) -> None:
         """Train on ``views`` fixed augmented views per example: each epoch picks one view per
         example (seeded by (seed, epoch)), and that view's augmentation parameters are a function

@@ -75,6 +75,10 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
 
     Inputs are normalised with ``normalization`` ({"mean": [...], "std": [...]}, e.g. the one a
     transferred model was trained with), else with the source's fixed statistics."""
+    if dataset is None and cfg.source.startswith("webdataset:"):  # shards on disk, read batch by batch
+        from distillab.data.streaming import prepare_stream
+
+        return prepare_stream(cfg, seed, order_seed, normalization, device)
     ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size)
     if normalization is not None:
         mean_t, std_t = tuple(normalization["mean"]), tuple(normalization["std"])

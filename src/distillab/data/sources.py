@@ -269,7 +269,7 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
     return Dataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, classes).check()
 
 
-SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "imagefolder:PATH")
+SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "imagefolder:PATH", "webdataset:PATH")
 
 
 def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 32) -> Dataset:
@@ -284,4 +284,6 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size
         return _load_digits()
     if name.startswith("imagefolder:"):
         return _load_imagefolder(name.split(":", 1)[1], image_size)
+    if name.startswith("webdataset:"):
+        raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
     raise UserError(f"data.source: unknown source {name!r} (known: {', '.join(SOURCES)})")

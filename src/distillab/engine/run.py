@@ -300,13 +300,16 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     cache_record = None
     cache_cfg = getattr(spec.method, "cache", None)
     if cache_cfg is not None:  # the objective's teacher answers from stored outputs (engine/soft_labels.py)
+        if not hasattr(data.train, "view_batch"):
+            raise UserError("method.cache: the soft-label cache needs an in-memory source (it rebuilds stored "
+                            "views by index); streaming sources distil online")
         from distillab.engine.soft_labels import open_cache
 
         paths = list(spec.method.teacher)
         cached, cache_record = open_cache(cache_cfg, paths, [_file_digest(p) for p in paths], data.train,
                                           load_teacher, device)
         load_teacher = lambda _paths: cached  # noqa: E731
-    ctx = Context(load_teacher, data.shape, num_train=len(data.train.y), epochs=spec.train.epochs)
+    ctx = Context(load_teacher, data.shape, num_train=data.train.num_examples, epochs=spec.train.epochs)
     objective = build_objective(spec.method, student, ctx).to(device)
     param_groups = _param_groups(spec, objective)
 

@@ -97,7 +97,7 @@ def _downstream(cfg: BiTRecipe, shots: int | str, seed: int) -> tuple[DataConfig
     the config's whatever the shot count: batches are drawn with repetition from small sets."""
     data = cfg.downstream.model_copy(update={"shots": None if shots == "all" else shots})
     bundle = prepare_data(data, seed)  # in memory: cheap, and gives the true dataset size
-    n = len(bundle.train.y)
+    n = bundle.train.num_examples
     aug = data.augment
     if cfg.hyperrule.resolution == "hyperrule":
         resize, crop = bit_hyperrule.get_resolution(*bundle.shape[1:])

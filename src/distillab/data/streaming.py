@@ -1,0 +1,312 @@
+"""Data that does not fit in memory: WebDataset tar shards, read batch by batch.
+
+``distillab data pack SRC OUT`` writes a source (a built-in one, or ``imagefolder:PATH`` read file
+by file) as shards ``OUT/{train,val,test}-NNNNNN.tar`` — each example a PNG (or the image folder's
+original JPEG/PNG bytes), its class and its index as the key — plus ``OUT/meta.json`` with the
+class names, counts, image shape and the normalisation constants, accumulated while packing. A
+config then names ``source: webdataset:OUT``.
+
+Reading: DataLoader workers open their share of the shards (``webdataset``), decode each image
+with ``torchvision.io.decode_image`` and pass uint8 tensors; the main process normalises with the
+constants from ``meta.json`` (or those a transferred model was trained with) and augments whole
+batches, as the in-memory loader does. The shard order, each worker's shuffle buffer and the
+augmentation are seeded by (seed, epoch), so a resumed epoch sees the same batches (for the same
+``data.num_workers``); under DDP every rank reads a disjoint set of shards and stops after the same
+number of batches. Memory holds a shuffle buffer per worker, never the dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from distillab.config import AugmentConfig
+from distillab.data.batch import Batch
+from distillab.data.loader import augment_batch, center_crop_batch, epoch_seed
+from distillab.errors import UserError
+
+META = "meta.json"
+SPLITS = ("train", "val", "test")
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    path = root / META
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"data webdataset: {path} not found (write shards with `distillab data pack SRC {root}`)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"data webdataset: {path} is corrupt") from None
+    if not isinstance(meta, dict) or not {"classes", "shape", "counts", "shards", "mean", "std"} <= set(meta):
+        raise UserError(f"data webdataset: {path} lacks classes/shape/counts/shards/mean/std")
+    return meta
+
+
+# Images are encoded and decoded with Pillow: torchvision 0.29 deprecates its own image codecs
+# (torchvision.io.decode_image warns on every call) in favour of TorchCodec.
+def _encode_png(x: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    arr = x.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode(raw: bytes, channels: int) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    t = torch.from_numpy(arr.copy())
+    return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+
+
+def _examples(source: str, split: str, data_dir: str | None, image_size: int,
+              indices: list[int] | None) -> tuple[Iterator[tuple[bytes, str, int, torch.Tensor]], int, list[str]]:
+    """(image bytes, extension, label, decoded uint8 image) for each example of a split."""
+    if source.startswith("imagefolder:"):
+        from torchvision.datasets import ImageFolder
+
+        root = Path(source.split(":", 1)[1]).expanduser()
+        folder = root / ("test" if split == "test" and (root / "test").is_dir() else "val" if split == "test" else "train")
+        try:
+            ds = ImageFolder(str(folder))
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"data pack: {folder}: {e}") from None
+        picks = indices if indices is not None else list(range(len(ds)))
+
+        def gen() -> Iterator[tuple[bytes, str, int, torch.Tensor]]:
+            for i in picks:
+                path, label = ds.samples[i]
+                raw = Path(path).read_bytes()
+                try:
+                    img = _decode(raw, 3)
+                except OSError:
+                    raise UserError(f"data pack: cannot decode {path}") from None
+                ext = Path(path).suffix.lower().lstrip(".")
+                yield raw, "jpg" if ext == "jpeg" else ext, label, img
+
+        return gen(), len(picks), ds.classes
+    from distillab.data.prepare import _cached_source
+
+    ds = _cached_source(source, data_dir, image_size)
+    x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
+    picks = indices if indices is not None else list(range(len(y)))
+
+    def gen_mem() -> Iterator[tuple[bytes, str, int, torch.Tensor]]:
+        for i in picks:
+            yield _encode_png(x[i]), "png", int(y[i]), x[i]
+
+    return gen_mem(), len(picks), ds.classes
+
+
+def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, seed: int = 0,
+         data_dir: str | None = None, image_size: int = 32, limit: int | None = None) -> dict[str, Any]:
+    """Write ``source`` as WebDataset shards in ``out`` (train / val / test splits); returns the
+    metadata also written to ``out/meta.json``. ``val`` examples of the training split (seeded)
+    become the validation split; ``limit`` keeps only the first ``limit`` training examples of a
+    seeded shuffle (to measure scaling)."""
+    import webdataset as wds
+
+    from distillab.data.splits import train_val_indices
+
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.glob("*.tar")):
+        raise UserError(f"data pack: {out} already holds shards; choose an empty folder")
+    _, n_train, _ = _examples(source, "train", data_dir, image_size, None)
+    tr, va = train_val_indices(n_train, val, seed) if val else (torch.randperm(
+        n_train, generator=torch.Generator().manual_seed(seed)), torch.empty(0, dtype=torch.long))
+    if limit is not None:
+        tr = tr[:limit]
+    plan = {"train": sorted(tr.tolist()), "val": sorted(va.tolist()), "test": None}
+    counts, shards, shard_counts, classes, shape = {}, {}, {}, None, None
+    total, sq, pixels = None, None, 0
+    for split, picks in plan.items():
+        if split == "val" and not picks:
+            continue
+        examples, n, classes = _examples(source, split, data_dir, image_size, picks)
+        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
+            for k, (raw, ext, label, img) in enumerate(examples):
+                key = picks[k] if picks is not None else k  # the example's index in its split
+                sink.write({"__key__": f"{key:09d}", ext: raw, "cls": str(label).encode()})
+                if split == "train":  # normalisation constants, accumulated without holding the data
+                    f = img.double() / 255.0
+                    s, q = f.sum(dim=(1, 2)), (f * f).sum(dim=(1, 2))
+                    total, sq = (s, q) if total is None else (total + s, sq + q)
+                    pixels += f.shape[1] * f.shape[2]
+                    shape = [img.shape[0], image_size, image_size] if source.startswith("imagefolder:") \
+                        else list(img.shape)
+        counts[split] = n
+        shards[split] = sorted(p.name for p in out.glob(f"{split}-*.tar"))
+        shard_counts[split] = [min(shard_size, n - i) for i in range(0, n, shard_size)]
+    mean = total / pixels
+    std = (sq / pixels - mean * mean).clamp_min(1e-6).sqrt()
+    meta = {"source": source, "classes": classes, "shape": shape, "counts": counts, "shards": shards,
+            "shard_counts": shard_counts,
+            "mean": [round(v, 6) for v in mean.tolist()], "std": [round(v, 6) for v in std.tolist()],
+            "seed": seed}
+    (out / META).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+class _ShardStream(IterableDataset):
+    """Examples ``(uint8 image, label, index)`` of a list of shards: this rank's and this worker's
+    share, in a (seed, epoch)-seeded shard order and shuffle buffer."""
+
+    def __init__(self, urls: list[str], seed: int, shuffle: bool, buffer: int, shard: tuple[int, int],
+                 shape: tuple[int, int, int]) -> None:
+        self.urls, self.seed, self.shuffle, self.buffer, self.shard = urls, seed, shuffle, buffer, shard
+        self.shape = shape  # (C, H, W) every decoded image is brought to (image folders vary in size)
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int, int]]:
+        import torch.nn.functional as F
+        import webdataset as wds
+
+        info = get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info else (0, 1)
+        rank, world = self.shard
+        # A rank always reads the same shards (so every rank knows how many full batches all ranks can
+        # make); their order, the split among this rank's workers and the buffer change per epoch.
+        urls = list(self.urls[rank::world])
+        rng = random.Random(epoch_seed(self.seed, self.epoch, stream=4) + rank)
+        if self.shuffle:
+            rng.shuffle(urls)
+        mine = urls[wid::workers]
+        if not mine:
+            return
+        ds = wds.WebDataset(mine, shardshuffle=False, nodesplitter=lambda u: u, workersplitter=lambda u: u,
+                            empty_check=False)
+        local = random.Random(epoch_seed(self.seed, self.epoch, stream=5) + 7919 * (rank * workers + wid))
+        pool: list[tuple[torch.Tensor, int, int]] = []
+        for sample in ds:
+            raw = next(v for k, v in sample.items() if k in ("png", "jpg", "jpeg", "webp"))
+            img = _decode(raw, self.shape[0])
+            if tuple(img.shape[1:]) != self.shape[1:]:
+                img = F.interpolate(img[None].float(), size=self.shape[1:], mode="bilinear", antialias=True,
+                                    align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+            item = (img, int(sample["cls"]), int(sample["__key__"]))
+            if not self.shuffle:
+                yield item
+                continue
+            pool.append(item)
+            if len(pool) >= self.buffer:
+                j = local.randrange(len(pool))
+                pool[j], pool[-1] = pool[-1], pool[j]
+                yield pool.pop()
+        local.shuffle(pool)
+        yield from pool
+
+
+def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ys, idx = zip(*items)
+    return torch.stack(xs), torch.tensor(ys), torch.tensor(idx)
+
+
+class StreamLoader:
+    """Batches from shards on disk, with the in-memory loader's interface (a
+    :class:`~distillab.data.batch.BatchSource` with ``set_epoch``)."""
+
+    def __init__(self, root: Path, split: str, meta: dict[str, Any], batch_size: int, *, mean: torch.Tensor,
+                 std: torch.Tensor, augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
+                 num_workers: int = 2, shard: tuple[int, int] = (0, 1), center_crop: int | None = None,
+                 buffer: int = 2000, device: torch.device | str = "cpu") -> None:
+        urls = [str(root / s) for s in meta["shards"][split]]
+        self.n = meta["counts"][split]
+        self.world = shard[1] if shuffle else 1  # evaluation: every rank reads everything
+        self.local_batch = batch_size // self.world
+        sizes = meta.get("shard_counts", {}).get(split) or [self.n / len(urls)] * len(urls)
+        # examples the rank with the fewest can serve: every rank stops after that many full batches
+        self._capacity = int(min(sum(sizes[r::self.world]) for r in range(self.world)))
+        self.stream = _ShardStream(urls, seed, shuffle, buffer, shard if shuffle else (0, 1), tuple(meta["shape"]))
+        self.workers = max(0, min(num_workers, len(urls)))
+        self.augment, self.shuffle, self.seed, self.center_crop = augment, shuffle, seed, center_crop
+        self.device = torch.device(device)
+        self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
+        self.epoch = 0
+
+    @property
+    def num_examples(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.stream.epoch = epoch
+
+    def __len__(self) -> int:
+        # Training: full global batches only, the same count on every rank (shards hold different
+        # numbers of examples, and DDP needs every rank to step together).
+        return self._capacity // self.local_batch if self.shuffle else -(-self.n // self.local_batch)
+
+    def _rebatched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Workers send chunks; batches are cut here, so every batch but an evaluation's last is
+        full however the examples fall across workers."""
+        loader = DataLoader(self.stream, batch_size=min(64, self.local_batch), num_workers=self.workers,
+                            collate_fn=_collate, persistent_workers=False)
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        held = 0
+        for chunk in loader:
+            parts.append(chunk)
+            held += len(chunk[1])
+            while held >= self.local_batch:
+                x, y, idx = (torch.cat(t) for t in zip(*parts))
+                yield x[:self.local_batch], y[:self.local_batch], idx[:self.local_batch]
+                parts, held = [(x[self.local_batch:], y[self.local_batch:], idx[self.local_batch:])], held - self.local_batch
+        if held and not self.shuffle:
+            x, y, idx = (torch.cat(t) for t in zip(*parts))
+            yield x, y, idx
+
+    def __iter__(self) -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
+        for i, (x, y, idx) in enumerate(self._rebatched()):
+            if i == len(self):
+                break
+            xb = x.to(self.device).float() * self._scale - self._shift
+            if self.augment is not None:
+                xb = augment_batch(xb, self.augment, gen)
+            elif self.center_crop is not None:
+                xb = center_crop_batch(xb, self.center_crop)
+            yield Batch(xb, y.to(self.device), idx.to(self.device))
+
+
+def prepare_stream(cfg: Any, seed: int, order_seed: int | None, normalization: dict | None, device: Any) -> Any:
+    """A :class:`~distillab.data.prepare.DataBundle` of stream loaders for ``webdataset:PATH``."""
+    from distillab.data.prepare import DataBundle
+    from distillab.engine.distributed import current
+
+    root = Path(cfg.source.split(":", 1)[1]).expanduser()
+    meta = read_meta(root)
+    for key in ("classes", "train_subset", "shots", "fraction", "resize", "steps_per_epoch"):
+        if getattr(cfg, key) is not None:
+            raise UserError(f"data.{key} is not supported for streaming sources: pack the data you want to train on "
+                            f"(distillab data pack)")
+    have_val = meta["counts"].get("val", 0)
+    if cfg.val_size not in (0, have_val):
+        raise UserError(f"data.val_size: {root} holds a validation split of {have_val} examples (set by `distillab "
+                        f"data pack --val`); set data.val_size: {have_val} (or 0 for none)")
+    norm = normalization or {"mean": meta["mean"], "std": meta["std"]}
+    common = dict(mean=torch.tensor(norm["mean"]), std=torch.tensor(norm["std"]), num_workers=cfg.num_workers,
+                  device=device)
+    d = current()
+    if d.enabled and cfg.batch_size % d.world:
+        raise UserError(f"data.batch_size {cfg.batch_size} must be a multiple of the {d.world} processes")
+    train = StreamLoader(root, "train", meta, cfg.batch_size, augment=cfg.augment, shuffle=True,
+                         seed=seed if order_seed is None else order_seed, shard=(d.rank, d.world), **common)
+    crop = cfg.augment.crop
+    val = (StreamLoader(root, "val", meta, cfg.eval_batch_size, center_crop=crop, **common)
+           if cfg.val_size and have_val else None)
+    test = StreamLoader(root, "test", meta, cfg.eval_batch_size, center_crop=crop, **common)
+    c, h, w = meta["shape"]
+    shape = (c, crop, crop) if crop else (c, h, w)
+    return DataBundle(train, val, test, len(meta["classes"]), shape, list(meta["classes"]),
+                      tuple(norm["mean"]), tuple(norm["std"]))

@@ -1,0 +1,92 @@
+"""Streaming sources: `distillab data pack` writes WebDataset shards; training reads them batch by
+batch, seeded per epoch, sharded per DDP rank, with the source's fixed normalisation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("webdataset", reason="webdataset is not installed (pip install 'distillab[stream]')")
+
+from distillab.cli import main  # noqa: E402
+from distillab.config import DataConfig  # noqa: E402
+from distillab.data import prepare_data  # noqa: E402
+from distillab.data.streaming import StreamLoader, read_meta  # noqa: E402
+from distillab.engine.checkpoint import read_model_spec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wds") / "digits"
+    assert main(["data", "pack", "digits", str(out), "--val", "200", "--shard-size", "300"]) == 0
+    return out
+
+
+def test_pack_writes_splits_counts_and_constants(shards, capsys):
+    meta = read_meta(shards)
+    assert meta["counts"] == {"train": 1238, "val": 200, "test": 359} and meta["shape"] == [1, 8, 8]
+    assert len(meta["shards"]["train"]) == 5  # 1238 examples, 300 per shard
+    memory = prepare_data(DataConfig(source="digits", val_size=200), 0)
+    # the in-memory loader's fixed statistics are over the whole training split; the shards' over
+    # the 1,238 packed for training: close, not equal
+    assert meta["mean"][0] == pytest.approx(memory.mean[0], abs=0.01)
+    assert main(["data", "pack", "digits", str(shards)]) == 2  # never overwrites shards
+    assert "already holds shards" in capsys.readouterr().err
+
+
+def _indices(loader: StreamLoader, epoch: int) -> list[int]:
+    loader.set_epoch(epoch)
+    return torch.cat([b.index for b in loader]).tolist()
+
+
+def test_stream_order_is_seeded_per_epoch_and_split_across_ranks(shards):
+    meta = read_meta(shards)
+    common = dict(mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]), shuffle=True, seed=3,
+                  num_workers=2, buffer=100)
+    one = StreamLoader(shards, "train", meta, 64, **common)
+    e0 = _indices(one, 0)
+    assert len(e0) == len(one) * 64 == 1216 and len(set(e0)) == len(e0)  # full batches across 2 workers, no repeats
+    assert _indices(one, 0) == e0 and _indices(one, 1) != e0  # (seed, epoch) decides the order
+    ranks = [StreamLoader(shards, "train", meta, 64, shard=(r, 2), **common) for r in (0, 1)]
+    a, b = _indices(ranks[0], 0), _indices(ranks[1], 0)
+    # rank 0 reads shards 0, 2, 4 (300 + 300 + 38 examples), rank 1 shards 1, 3 (600): both stop at 600 // 32
+    assert len(ranks[0]) == len(ranks[1]) == 18 and len(a) == len(b) == 18 * 32
+    assert not set(a) & set(b)  # disjoint shards per rank
+
+
+def test_training_from_shards_end_to_end(shards, tmp_path):
+    cfg = {"recipe": "train", "name": "s", "seeds": [0], "model": {"name": "cnn:8-16"},
+           "data": {"source": f"webdataset:{shards}", "val_size": 200, "batch_size": 64, "num_workers": 2,
+                    "augment": {"jitter": 1}},
+           "train": {"epochs": 3, "optim": {"lr": 0.1}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    run = tmp_path / "o" / "s" / "seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] > 0.5 and summary["test_n"] == 359 and summary["val_acc"] > 0.5
+    meta = read_meta(shards)
+    assert read_model_spec(run)[1]["normalize"] == {"mean": meta["mean"], "std": meta["std"]}
+
+
+@pytest.mark.parametrize("bad, message", [({"val_size": 100}, "validation split of 200"),
+                                          ({"shots": 5}, "data.shots is not supported")])
+def test_stream_config_errors_name_the_key(shards, tmp_path, capsys, bad, message):
+    cfg = {"recipe": "train", "name": "s", "seeds": [0], "model": {"name": "mlp:8"},
+           "data": {"source": f"webdataset:{shards}", "val_size": 200, **bad}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_shards_fail_before_training(tmp_path, capsys):
+    cfg = {"recipe": "train", "name": "s", "seeds": [0], "model": {"name": "mlp:8"},
+           "data": {"source": f"webdataset:{tmp_path / 'nowhere'}"}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "distillab data pack" in capsys.readouterr().err and not (tmp_path / "o").exists()
