@@ -173,7 +173,7 @@ def test_ls_kd_invariant_to_shift_and_scale_of_both_logits():
     zs, zt, y, T = torch.randn(5, 7), torch.randn(5, 7), torch.randint(0, 7, (5,)), 2.0
 
     def kd_term(s, t, ls):
-        p = teacher_probs(Teacher(_Const(t)), s, T, ls)
+        p = teacher_probs(Teacher(_Const(t)), Batch(s, torch.zeros(len(s), dtype=torch.long)), T, ls)
         return kd_losses(s, p, y, T, 0.9, ce_weight=0.1, kd_weight=9.0, standardized=ls)["kd"].item()
 
     base = kd_term(zs, zt, True)
@@ -192,11 +192,12 @@ def test_ls_ensemble_zscores_each_member():
     torch.manual_seed(0)
     a, b = nn.Linear(3, 4), nn.Linear(3, 4)
     x = torch.randn(6, 3)
-    got = teacher_probs(Teacher([a, b]), x, 2.0, standardized=True)
+    xb = Batch(x, torch.zeros(len(x), dtype=torch.long))
+    got = teacher_probs(Teacher([a, b]), xb, 2.0, standardized=True)
     # scaling one member's logits must not change its z-scored contribution
     b2 = nn.Linear(3, 4)
     b2.load_state_dict({k: 5 * v for k, v in b.state_dict().items()})
-    assert torch.allclose(teacher_probs(Teacher([a, b2]), x, 2.0, standardized=True), got, atol=1e-5)
+    assert torch.allclose(teacher_probs(Teacher([a, b2]), xb, 2.0, standardized=True), got, atol=1e-5)
     assert torch.allclose(got, (F.softmax(standardize(a(x)) / 2, 1) + F.softmax(standardize(b(x)) / 2, 1)) / 2)
 
 

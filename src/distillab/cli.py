@@ -421,8 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
     ex.set_defaults(func=cmd_export)
 
-    da = sub.add_parser("data", help="data tools: pack a source as WebDataset shards for streaming")
-    dsub = da.add_subparsers(dest="data_command", required=True)
+    da = sub.add_parser("data", help="data tools: pack a source as WebDataset shards for streaming",
+                        epilog="example: distillab data pack fashion-mnist shards/fmnist --val 5000")
+    dsub = da.add_subparsers(dest="data_command", required=True, help="pack: write WebDataset shards")
     pk = dsub.add_parser("pack", help="write a source as WebDataset tar shards (train / val / test) + meta.json",
                          epilog="example: distillab data pack fashion-mnist shards/fmnist --val 5000; then "
                                 "`source: webdataset:shards/fmnist` in a config")
