@@ -126,3 +126,11 @@ def test_streaming_memory_stays_flat_as_the_data_grows(tmp_path):
     # 11x the examples (and 11x the decoded bytes, 43 MB) for at most a few MB more: the stream
     # holds a shuffle buffer per worker, never the dataset
     assert peaks["full"][1] - peaks["small"][1] < 20, peaks
+
+
+def test_batch_index_is_the_position_in_the_packed_split(shards):
+    meta = read_meta(shards)
+    loader = StreamLoader(shards, "train", meta, 64, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]),
+                          shuffle=True, num_workers=0)
+    seen = torch.cat([b.index for b in loader])
+    assert seen.min() >= 0 and seen.max() < meta["counts"]["train"]  # what CRD's memory bank indexes

@@ -153,6 +153,13 @@ def test_normalisation_is_fixed_per_source_and_saved_with_the_model(tmp_path):
     assert read_model_spec(plain / "m" / "seed0")[1]["normalize"] == {"mean": list(whole[0]), "std": list(whole[1])}
     moved = _study(tmp_path, {**base, "init": {"source": str(tmp_path / "src.safetensors"), "blocks": 1}}, "moved")
     assert read_model_spec(moved / "m" / "seed0")[1]["normalize"] == other
+    # a transfer source and a teacher trained with different normalisations: refused, named
+    clash = {**base, "name": "c", "init": {"source": str(tmp_path / "src.safetensors"), "blocks": 1},
+             "method": {"name": "kd", "teacher": [str(plain / "m" / "seed0")]}}
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(clash))
+    assert main(["run", str(path), "--out", str(tmp_path / "clash"), "--quiet"]) == 2
+    assert not (tmp_path / "clash").exists()
 
 
 def test_steps_per_epoch_fills_every_batch_from_a_tiny_set():
@@ -180,7 +187,8 @@ def test_verdicts_follow_the_interval_and_the_papers_direction():
     up = Comparison("x", (0.010, 0.012, 0.011), +1)
     assert up.verdict == "reproduced" and Comparison("x", up.diffs, -1).verdict == "not reproduced"
     noisy = Comparison("x", (0.01, -0.012, 0.004), +1)
-    assert noisy.verdict == "inconclusive" and Comparison("x", noisy.diffs, 0).verdict == "consistent"
+    assert noisy.verdict == "inconclusive" and Comparison("x", noisy.diffs, 0).verdict == "inconclusive"  # too wide
+    assert Comparison("x", (0.001, -0.001, 0.0005), 0).verdict == "consistent"  # within ±1 point
     assert Comparison("x", up.diffs, 0).verdict == "not reproduced"
     assert overall_verdict([up, noisy]) == "partly reproduced" and overall_verdict([up]) == "reproduced"
     assert overall_verdict([noisy]) == "inconclusive"

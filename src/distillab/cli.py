@@ -72,6 +72,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     if executor and executor.get("kind") == "ray":
         from distillab.engine.plan import plan_study, run_on_ray
 
+        out = out.resolve()  # Ray workers may run in another directory (or on another machine)
         run_on_ray(plan_study(cfg, module, out), address=executor.get("address"), cpus=executor.get("cpus", 1),
                    gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=True,
                    keep_checkpoints=keep_checkpoints, restart=restart,

@@ -125,8 +125,9 @@ def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, s
     _, n_train, _ = _examples(source, "train", data_dir, image_size, None)
     tr, va = train_val_indices(n_train, val, seed) if val else (torch.randperm(
         n_train, generator=torch.Generator().manual_seed(seed)), torch.empty(0, dtype=torch.long))
-    if limit is not None:
-        tr = tr[:limit]
+    if limit is not None:  # a seeded random subset (train_val_indices returns the indices sorted)
+        g = torch.Generator().manual_seed(seed + 1)
+        tr = tr[torch.randperm(len(tr), generator=g)[:limit]].sort().values
     plan = {"train": sorted(tr.tolist()), "val": sorted(va.tolist()), "test": None}
     counts, shards, shard_counts, classes, shape = {}, {}, {}, None, None
     total, sq, pixels = None, None, 0
@@ -136,8 +137,10 @@ def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, s
         examples, n, classes = _examples(source, split, data_dir, image_size, picks)
         with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
             for k, (raw, ext, label, img) in enumerate(examples):
-                key = picks[k] if picks is not None else k  # the example's index in its split
-                sink.write({"__key__": f"{key:09d}", ext: raw, "cls": str(label).encode()})
+                # key: the position in the packed split (what batch.index means, 0..n-1, e.g. for
+                # CRD's memory bank); "src": the index in the source's split, for provenance
+                src = picks[k] if picks is not None else k
+                sink.write({"__key__": f"{k:09d}", ext: raw, "cls": str(label).encode(), "src": str(src).encode()})
                 if split == "train":  # normalisation constants, accumulated without holding the data
                     f = img.double() / 255.0
                     s, q = f.sum(dim=(1, 2)), (f * f).sum(dim=(1, 2))

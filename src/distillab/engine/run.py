@@ -107,7 +107,8 @@ class RunLock:
 # absolute --out or another --data-dir holding the same data is the same run. What the inputs
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
 LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
-                 ("method", "cache", "dir"))
+                 ("method", "cache", "dir"),
+                 ("data", "num_workers"))  # not a location, but how fast data is read, not what it is
 
 
 def without_locations(cfg: Any) -> Any:
@@ -329,19 +330,19 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
 
 def inherited_normalization(spec: RunSpec) -> dict[str, list[float]] | None:
     """The input normalisation a run must use because a model it loads was trained with it: its
-    transfer source's, else its teachers' (which must agree). None: the source's own statistics.
-    Models saved before normalisation was recorded inherit nothing."""
+    transfer source's and its teachers' (which must all agree). None: the source's own statistics.
+    Models saved before normalisation was recorded constrain nothing."""
     from distillab.engine.checkpoint import read_model_spec
 
+    loads = list(getattr(spec.method, "teacher", None) or [])
     if spec.init is not None and spec.init.source:
-        return read_model_spec(spec.init.source)[1].get("normalize")
-    teachers = getattr(spec.method, "teacher", None) or []
-    norms = [read_model_spec(t)[1].get("normalize") for t in teachers]
-    known = [n for n in norms if n is not None]
-    if any(n != known[0] for n in known):
-        raise UserError(f"method.teacher: the teachers were trained with different input normalisations "
-                        f"({', '.join(str(n['mean']) for n in known)}); distil from teachers of one source")
-    return known[0] if known else None
+        loads.insert(0, spec.init.source)
+    known = [(p, n) for p in loads if (n := read_model_spec(p)[1].get("normalize")) is not None]
+    if any(n != known[0][1] for _, n in known):
+        raise UserError("the models this run loads were trained with different input normalisations ("
+                        + "; ".join(f"{p}: mean {n['mean']}" for p, n in known)
+                        + "); use a transfer source and teachers trained on one source")
+    return known[0][1] if known else None
 
 
 def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool,

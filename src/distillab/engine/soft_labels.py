@@ -135,7 +135,11 @@ def build(folder: Path, teacher: Any, train: Any, cfg: SoftLabelCacheConfig, vie
     k = min(cfg.top_k or classes, classes)
     if k < classes and classes > 32767:
         raise ValueError("top_k indices are int16: at most 32767 classes")
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    import socket
+    import uuid
+
+    # unique across processes and machines sharing a filesystem (Ray, multi-node DDP)
+    tmp = folder.with_name(f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     logp = np.lib.format.open_memmap(tmp / "logp.npy", mode="w+", dtype=np.float16, shape=(cfg.views, n, members, k))

@@ -93,7 +93,7 @@ class Study:
             md += (f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\nVerdict: 'reproduced' when the 95 % "
                    f"interval of the paired difference excludes 0 in the paper's direction, 'not reproduced' when "
                    f"it excludes 0 the other way (or, for a claim of no difference, excludes 0), else "
-                   f"'inconclusive' ('consistent' for a claim of no difference).\n")
+                   f"'inconclusive'; a claim of no difference is 'consistent' when its interval lies within ±1 point.\n")
         from distillab.engine.distributed import current
 
         if not current().is_main:  # under torchrun only rank 0 writes

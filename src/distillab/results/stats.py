@@ -53,17 +53,20 @@ def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float,
     return m, float(m - half), float(m + half)
 
 
-def verdict(diffs: Sequence[float], direction: int = 1, level: float = 0.95) -> str:
+def verdict(diffs: Sequence[float], direction: int = 1, level: float = 0.95, margin: float = 0.01) -> str:
     """"reproduced" when the interval of the paired difference excludes 0 in the paper's direction
     (+1: the method should be higher), "not reproduced" when it excludes 0 the other way, else
     "inconclusive". ``direction=0`` is a claim of *no* difference (from scratch catches up):
-    "consistent" when the interval contains 0, else "not reproduced" — an interval that contains 0
-    does not prove equality, so the table prints its width beside it."""
+    "consistent" when the interval lies within ±``margin`` (1 point of accuracy by default),
+    "not reproduced" when it excludes 0, else "inconclusive" — an interval that merely contains 0,
+    as wide ones from few seeds do, does not show equality."""
     _, lo, hi = paired_interval(diffs, level)
     if lo != lo:  # nan: fewer than two seeds
         return "inconclusive"
     if direction == 0:
-        return "consistent" if lo <= 0 <= hi else "not reproduced"
+        if lo > 0 or hi < 0:
+            return "not reproduced"
+        return "consistent" if -margin <= lo and hi <= margin else "inconclusive"
     lo, hi = (lo, hi) if direction > 0 else (-hi, -lo)
     return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
 
@@ -88,7 +91,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.diffs, self.direction)
+        return verdict(self.diffs, self.direction)  # "≈ 0" claims: within ±1 point (diffs are fractions)
 
     def row(self) -> list[str]:
         expected = {1: "> 0", -1: "< 0", 0: "≈ 0"}[self.direction]
