@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
                args.keep_checkpoints, args.quiet, args.command_line, args.restart)
     if not args.quiet:
-        console.print("Read more: docs/results.md (every study, with intervals), docs/methods/kd.md (the loss and its "
+        console.print("Read more: docs/studies/hinton.md (this study), docs/results.md (every verdict), docs/methods/kd.md (the loss and its "
                       "keys); `distillab list recipes` for the other studies.", highlight=False)
 
 
