@@ -67,19 +67,23 @@ def compare(label: str, data_cfg: DataConfig, student: str, teacher: str, views:
     teacher_net = Teacher(create_model(teacher, 10, **kw))
     kd_cfg = KDConfig(temperature=4, alpha=0.9, teacher=["-"])
     out = {"pair": label, "examples": len(data.train.y)}
-    for prec in ("fp32", "bf16"):
-        out[f"plain {prec}"] = epoch_seconds(Supervised(create_model(student, 10, **kw), SupervisedConfig()),
-                                             data.train, epochs, prec)
-        out[f"online KD {prec}"] = epoch_seconds(KD(create_model(student, 10, **kw), teacher_net, kd_cfg),
-                                                 data.train, epochs, prec)
     with tempfile.TemporaryDirectory() as d:
         cache_cfg = SoftLabelCacheConfig(views=views, dir=d)
         cached, rec = open_cache(cache_cfg, [d], [f"benchmark-{teacher}"], data.train, lambda _: teacher_net,
                                  torch.device("cpu"))
         out["cache build s"] = rec["build_seconds"]
         out["cache bytes / example-view"] = rec["bytes"] / (views * len(data.train.y))
+        # plain, online and cached back to back per precision: a ratio compares neighbours in time
+        views_on = data.train.views
         for prec in ("fp32", "bf16"):
+            data.train.views = None  # plain and online KD: fresh augmentation every epoch
+            out[f"plain {prec}"] = epoch_seconds(Supervised(create_model(student, 10, **kw), SupervisedConfig()),
+                                                 data.train, epochs, prec)
+            data.train.views = views_on
             out[f"cached KD {prec}"] = epoch_seconds(KD(create_model(student, 10, **kw), cached, kd_cfg),
+                                                     data.train, epochs, prec)
+            data.train.views = None
+            out[f"online KD {prec}"] = epoch_seconds(KD(create_model(student, 10, **kw), teacher_net, kd_cfg),
                                                      data.train, epochs, prec)
     out["views"] = views
     return out
