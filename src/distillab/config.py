@@ -97,6 +97,20 @@ def _plain_data(value: Any, budget: int = 10_000) -> None:
             raise ValueError(f"holds a {type(node).__name__}; use plain YAML values")
 
 
+class SoftLabelCacheConfig(Strict):
+    """Train from the teacher's stored outputs instead of running it every step."""
+
+    views: int = Field(1, ge=1, le=1024, description="augmented views stored per example (1: one fixed view, "
+                                                    "what a run without augmentation needs)")
+    top_k: int | None = Field(None, ge=1, description="classes stored per view (fp16 log-probabilities, int16 "
+                                                       "indices); unset: all classes")
+    dir: str | None = Field(None, description="folder for caches; default <first teacher>/soft-labels")
+
+
+def cache_field() -> Any:
+    return Field(None, description="soft-label cache (views, top_k, dir); unset: run the teacher every step")
+
+
 class ModelConfig(Strict):
     """A model from the zoo: ``name`` like ``mlp:1200-1200``, ``resnet20``, ``timm:resnet18``."""
 

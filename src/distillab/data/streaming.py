@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distillab.config import AugmentConfig
 from distillab.data.batch import Batch
-from distillab.data.loader import augment_batch, center_crop_batch, epoch_seed
+from distillab.data.loader import augment_batch, center_crop_batch, epoch_seed, normalizer
 from distillab.errors import UserError
 
 META = "meta.json"
@@ -234,8 +234,7 @@ class StreamLoader:
         self.workers = max(0, min(num_workers, len(urls)))
         self.augment, self.shuffle, self.seed, self.center_crop = augment, shuffle, seed, center_crop
         self.device = torch.device(device)
-        self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
-        self._shift = (mean / std).view(1, -1, 1, 1).to(self.device)
+        self._scale, self._shift = normalizer(mean, std, self.device)
         self.epoch = 0
 
     @property

@@ -32,25 +32,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import Field
-
-from distillab.config import Strict
+from distillab.config import SoftLabelCacheConfig
+from distillab.methods.base import Teacher
 
 FORMAT = 1
-
-
-class SoftLabelCacheConfig(Strict):
-    """Train from the teacher's stored outputs instead of running it every step."""
-
-    views: int = Field(1, ge=1, le=1024, description="augmented views stored per example (1: one fixed view, "
-                                                    "what a run without augmentation needs)")
-    top_k: int | None = Field(None, ge=1, description="classes stored per view (fp16 log-probabilities, int16 "
-                                                       "indices); unset: all classes")
-    dir: str | None = Field(None, description="folder for caches; default <first teacher>/soft-labels")
-
-
-def cache_field() -> Any:
-    return Field(None, description="soft-label cache (views, top_k, dir); unset: run the teacher every step")
 
 
 def _digest_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
@@ -70,24 +55,20 @@ def cache_key(teacher_digests: list[str], train: Any, cfg: SoftLabelCacheConfig)
     return h.hexdigest()[:24]
 
 
-class CachedTeacher(torch.nn.Module):
-    """Answers :meth:`member_logits` / :meth:`soft_targets` from a cache: by each example's index
-    and view (``batch.extra["view"]``, 0 when absent). Quacks like
-    :class:`~distillab.methods.base.Teacher` for the logit-only methods (KD, Born-Again, Label
-    Refinery); it has no features to tap."""
+class CachedTeacher(Teacher):
+    """Answers :meth:`member_logits` (and so Teacher's :meth:`soft_targets`) from a cache: by each
+    example's index and view (``batch.extra["view"]``, 0 when absent). A Teacher without members,
+    frozen like any other, for the logit-only methods (KD, Born-Again, Label Refinery); it has no
+    features to tap."""
 
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__([])
         import numpy as np
 
         self.folder, self.meta = folder, meta
         self.num_classes, self.top_k = meta["classes"], meta["top_k"]
         self._logp = np.load(folder / "logp.npy", mmap_mode="r")  # (V, N, M, k) fp16
         self._idx = np.load(folder / "idx.npy", mmap_mode="r") if self.top_k < self.num_classes else None
-        self.members = torch.nn.ModuleList()  # nothing to run, move or save
-
-    def train(self, mode: bool = True) -> "CachedTeacher":
-        return super().train(False)
 
     def lookup(self, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Full log-probabilities (B, M, C) of examples ``index`` in views ``view``."""
@@ -109,11 +90,6 @@ class CachedTeacher(torch.nn.Module):
             view = torch.zeros_like(batch.index)
         full = self.lookup(batch.index, view).to(batch.x.device)
         return list(full.unbind(1))
-
-    @torch.no_grad()
-    def soft_targets(self, batch: Any, temperature: float = 1.0) -> torch.Tensor:
-        logits = self.member_logits(batch)
-        return sum(torch.softmax(z / temperature, dim=1) for z in logits) / len(logits)
 
     def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         raise RuntimeError("this method runs the teacher on inputs it builds itself; it cannot use a soft-label "

@@ -7,7 +7,7 @@ method it runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,6 +71,15 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return -(target_probs * F.log_softmax(logits.float(), 1)).sum(1).mean()
 
 
+def _mean_softmax(logits: "Iterable[torch.Tensor]", n: int, temperature: float) -> torch.Tensor:
+    """Mean over ``n`` logit tensors of softmax(z / T), accumulated one at a time."""
+    total = None
+    for z in logits:
+        p = F.softmax(z.float() / temperature, dim=1)
+        total = p if total is None else total + p
+    return total / n
+
+
 class Teacher(nn.Module):
     """One frozen model or an ensemble of them, in eval mode by construction.
 
@@ -100,16 +109,13 @@ class Teacher(nn.Module):
     def soft_targets(self, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
         """Average of the members' softmax(logits / T) for a batch (live or cached)."""
         logits = self.member_logits(batch)
-        return sum(F.softmax(z.float() / temperature, dim=1) for z in logits) / len(logits)
+        return _mean_softmax(logits, len(logits), temperature)
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Average of the members' softmax(logits / T): the ensemble's soft targets."""
-        total = None
-        for m in self.members:
-            p = F.softmax(m(x).float() / temperature, dim=1)
-            total = p if total is None else total + p
-        return total / len(self.members)
+        """Average of the members' softmax(logits / T): the ensemble's soft targets (members run
+        one at a time)."""
+        return _mean_softmax((m(x) for m in self.members), len(self.members), temperature)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillab.config import Strict
+from distillab.config import SoftLabelCacheConfig, Strict, cache_field
 from distillab.data.batch import Batch
 from distillab.methods.registry import register_method
-from distillab.engine.soft_labels import SoftLabelCacheConfig, cache_field
 from distillab.methods.base import Objective, Teacher, teacher_field, soft_cross_entropy
 
 

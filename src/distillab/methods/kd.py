@@ -28,11 +28,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from distillab.config import Strict
+from distillab.config import SoftLabelCacheConfig, Strict, cache_field
 from distillab.data.batch import Batch
 from distillab.methods.registry import register_method
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.engine.soft_labels import SoftLabelCacheConfig, cache_field
 
 
 class KDConfig(Strict):

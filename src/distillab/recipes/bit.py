@@ -115,12 +115,14 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     acc: dict[str, dict[str, list[float]]] = {lab: {str(s): [] for s in cfg.shots} for lab in labels}
     # grid point -> shots -> per-seed (val acc, test acc) of the from-scratch baseline
     grid: dict[tuple[float, float], dict[str, list[tuple[float, float]]]] = {}
+    steps: dict[str, int] = {}  # the rule's step budget per shot count (for the notes)
     for seed in cfg.seeds:
         for v, model in variants.items():
             up = RunSpec(data=cfg.upstream.data, model=model, train=cfg.upstream.train)
             study.run(f"upstream-{v}", up, seed)
         for shots in cfg.shots:
             data, train, method = _downstream(cfg, shots, seed)
+            steps[str(shots)] = train.epochs * (data.steps_per_epoch or 0)
             key = f"{shots}-shot"  # every downstream run of a shot count: same head init and batch order
             for v, model in variants.items():
                 n_blocks = num_blocks(model.name, **model.kwargs)
@@ -168,10 +170,6 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
         comparisons += [Comparison(f"GN+WS − BN (both from source), {c}-shot",
                                    diff("GN+WS, upstream: source", "BN, upstream: source", c), +1)
                         for c in cols if c != "all"]
-    steps = {c: None for c in cols}
-    for c in cols:
-        d, t, _ = _downstream(cfg, c if c == "all" else int(c), cfg.seeds[0])
-        steps[c] = t.epochs * (d.steps_per_epoch or 0)
     notes = (f"Downstream {cfg.downstream.source} (batch {cfg.downstream.batch_size}, kept for every shot count by "
              f"drawing batches from repeated shuffles), upstream {cfg.upstream.data.source}; model {cfg.model.name} "
              f"{cfg.model.kwargs}; BiT-HyperRule: lr {cfg.hyperrule.base_lr:g}, steps "
