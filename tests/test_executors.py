@@ -57,3 +57,16 @@ def test_address_needs_the_ray_executor(tmp_path, capsys):
     path.write_text(yaml.safe_dump(HINTON))
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--address", "10.0.0.1:6379"]) == 2
     assert "--executor ray" in capsys.readouterr().err
+
+
+def test_ray_executor_asks_for_resume_like_the_local_one(tmp_path, capsys):
+    """An unfinished run is refused before any Ray task starts, unless --resume or --restart."""
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(HINTON))
+    unfinished = tmp_path / "o" / "distilled" / "seed1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("recipe: hinton\n")  # started, no summary.json
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "distilled/seed1" in err and "--resume" in err and "Traceback" not in err
+    assert (unfinished / "config.yaml").read_text() == "recipe: hinton\n"  # nothing on disk touched

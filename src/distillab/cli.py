@@ -74,7 +74,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
 
         out = out.resolve()  # Ray workers may run in another directory (or on another machine)
         run_on_ray(plan_study(cfg, module, out), address=executor.get("address"), cpus=executor.get("cpus", 1),
-                   gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=True,
+                   gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=resume,
                    keep_checkpoints=keep_checkpoints, restart=restart,
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,

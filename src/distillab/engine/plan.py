@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.engine.run import RunSpec, derive_seed
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed
 from distillab.errors import UserError
 from distillab.recipes.study import Study
 
@@ -112,6 +112,7 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
     """Train every planned run as a Ray task with ``cpus`` / ``gpus`` each, as soon as its inputs
     exist. ``address``: an existing cluster (``ray start --head`` prints it); None starts a local
     Ray on this machine. Run folders must be on storage every node sees (a shared filesystem)."""
+    _refuse_unfinished(plan, resume, restart)
     try:
         import ray
     except ImportError:
@@ -137,3 +138,16 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
             cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
             raise UserError(f"a run failed on Ray: {str(cause).splitlines()[0]}") from None
         log(f"ray: finished {finished} ({len(refs) - len(pending)}/{len(refs)})")
+
+
+def _refuse_unfinished(plan: list[PlannedRun], resume: bool, restart: bool) -> None:
+    """As the local executor, continue an unfinished run only when asked (--resume / --restart),
+    and say so before any task starts rather than when Ray reaches that run."""
+    if resume or restart:
+        return
+    unfinished = [r.run_dir for r in plan if (r.run_dir / CONFIG_FILE).is_file()
+                  and not (r.run_dir / SUMMARY_FILE).is_file()]
+    if unfinished:
+        more = f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
+        raise UserError(f"run directory {unfinished[0]}{more} holds an unfinished run: pass --resume to continue "
+                        f"it, --restart to discard it, or choose another --out")
