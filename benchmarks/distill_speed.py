@@ -90,7 +90,7 @@ def compare(label: str, data_cfg: DataConfig, student: str, teacher: str, views:
 
 
 def peak_rss_of_cli(tmp: Path) -> float:
-    """Peak RSS (GB) of `distillab run` on the Hinton job, 1 epoch per role, in a fresh process."""
+    """Peak RSS (GiB) of `distillab run` on the Hinton job, 1 epoch per role, in a fresh process."""
     cfg = {"recipe": "hinton", "data": {"source": "fashion-mnist", "val_size": 0, "batch_size": 128},
            "seeds": [0], "teacher": {"model": {"name": "mlp:1200-1200", "kwargs": {"dropout": 0.2}},
                                      "train": {"epochs": 1, "optim": {"lr": 0.05, "grad_clip": 5.0}}},
@@ -158,7 +158,7 @@ def main() -> None:
         print(f"| {name} | {count_macs(create_model(name, 10), (1, 28, 28)) / 1e6:.2f}M | {s:.2f} |")
 
     with tempfile.TemporaryDirectory() as t:
-        print(f"\npeak RSS of `distillab run` on the Hinton job (60k, 1 epoch per role): {peak_rss_of_cli(Path(t)):.2f} GB")
+        print(f"\npeak RSS of `distillab run` on the Hinton job (60k, 1 epoch per role): {peak_rss_of_cli(Path(t)):.2f} GiB")
 
 
 if __name__ == "__main__":
