@@ -106,6 +106,7 @@ print(seen, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 @pytest.mark.slow
 def test_streaming_memory_stays_flat_as_the_data_grows(tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -120,7 +121,7 @@ def test_streaming_memory_stays_flat_as_the_data_grows(tmp_path):
     for name, limit in (("small", ["--limit", "5000"]), ("full", [])):
         assert main(["data", "pack", "fashion-mnist", str(tmp_path / name), "--val", "5000", *limit]) == 0
         out = subprocess.run([sys.executable, "-c", _ITERATE, str(tmp_path / name)], check=True, capture_output=True,
-                             text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()
         peaks[name] = (int(out[0]), int(out[1]) / 1024)  # examples seen, peak RSS in MB
     assert peaks["small"][0] == 4864 and peaks["full"][0] == 54784  # full batches of 256
     # 11x the examples (and 11x the decoded bytes, 43 MB) for at most a few MB more: the stream

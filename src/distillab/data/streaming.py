@@ -127,7 +127,7 @@ def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, s
         n_train, generator=torch.Generator().manual_seed(seed)), torch.empty(0, dtype=torch.long))
     if limit is not None:  # a seeded random subset (train_val_indices returns the indices sorted)
         g = torch.Generator().manual_seed(seed + 1)
-        tr = tr[torch.randperm(len(tr), generator=g)[:limit]].sort().values
+        tr = tr[torch.randperm(len(tr), generator=g)[:limit]]
     plan = {"train": sorted(tr.tolist()), "val": sorted(va.tolist()), "test": None}
     counts, shards, shard_counts, classes, shape = {}, {}, {}, None, None
     total, sq, pixels = None, None, 0

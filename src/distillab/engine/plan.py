@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed, unfinished_run_error
 from distillab.errors import UserError
 from distillab.recipes.study import Study
 
@@ -149,5 +149,4 @@ def _refuse_unfinished(plan: list[PlannedRun], resume: bool, restart: bool) -> N
                   and not (r.run_dir / SUMMARY_FILE).is_file()]
     if unfinished:
         more = f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
-        raise UserError(f"run directory {unfinished[0]}{more} holds an unfinished run: pass --resume to continue "
-                        f"it, --restart to discard it, or choose another --out")
+        raise unfinished_run_error(f"{unfinished[0]}{more}")

@@ -345,6 +345,12 @@ def inherited_normalization(spec: RunSpec) -> dict[str, list[float]] | None:
     return known[0][1] if known else None
 
 
+def unfinished_run_error(where: str) -> UserError:
+    """The refusal when a run folder holds an unfinished run and neither --resume nor --restart was given."""
+    return UserError(f"run directory {where} holds an unfinished run: pass --resume to continue it, "
+                     f"--restart to discard it, or choose another --out")
+
+
 def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool,
             claim: bool = False) -> tuple[str, "RunLock | None"]:
     """The run folder's state ('new', 'resume', 'restart', 'done'), decided by rank 0 and broadcast:
@@ -359,8 +365,7 @@ def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool
                 lock = RunLock(run_dir)
             state = _check_run_dir(run_dir, text, spec, restart)
             if state == "resume" and not resume:
-                raise UserError(f"run directory {run_dir} holds an unfinished run: pass --resume to continue it, "
-                                f"--restart to discard it, or choose another --out")
+                raise unfinished_run_error(str(run_dir))
             if claim and state in ("new", "restart"):
                 _start_files(run_dir, text, state, spec)
         except UserError as e:

@@ -27,7 +27,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,9 +113,6 @@ def build(folder: Path, teacher: Any, train: Any, cfg: SoftLabelCacheConfig, vie
     k = min(cfg.top_k or classes, classes)
     if k < classes and classes > 32767:
         raise ValueError("top_k indices are int16: at most 32767 classes")
-    import socket
-    import uuid
-
     # unique across processes and machines sharing a filesystem (Ray, multi-node DDP)
     tmp = folder.with_name(f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     shutil.rmtree(tmp, ignore_errors=True)
