@@ -70,3 +70,22 @@ def test_ray_executor_asks_for_resume_like_the_local_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "distilled/seed1" in err and "--resume" in err and "Traceback" not in err
     assert (unfinished / "config.yaml").read_text() == "recipe: hinton\n"  # nothing on disk touched
+
+
+@pytest.mark.slow
+def test_a_failed_ray_run_ends_in_one_line_without_tracebacks(tmp_path):
+    """Bad input found inside a Ray task: exit 2 and one line, not one traceback per waiting run."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'distillab[ray]')")
+    bad = {**HINTON, "data": {**DATA, "val_size": 10_000}}  # more validation images than digits has
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "distillab", "run", str(path), "--out", str(tmp_path / "o"),
+                           "--executor", "ray", "--quiet"], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: a run failed on Ray: data.val_size" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and 'File "' not in proc.stderr, proc.stderr  # Ray's "Unhandled error"s

@@ -14,6 +14,7 @@ runs locally once more, reads every finished run back and writes the same tables
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,11 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
             finished = ray.get(done[0])
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+            # the runs still pending are stopped; those that read the failed run fail with it, and
+            # Ray would print each of those failures as a traceback at exit: the line below says it
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            for ref in pending:
+                ray.cancel(ref)
             raise UserError(f"a run failed on Ray: {str(cause).splitlines()[0]}") from None
         log(f"ray: finished {finished} ({len(refs) - len(pending)}/{len(refs)})")
 
