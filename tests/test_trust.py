@@ -17,7 +17,7 @@ from distillab.engine.checkpoint import read_model_spec, save_model
 from distillab.engine.run import derive_seed
 from distillab.models import create_model, get_blocks
 from distillab.models.cnn import gn_groups
-from distillab.results.stats import Comparison, overall_verdict
+from distillab.results.stats import Comparison, assess, overall_verdict
 
 DATA = {"source": "digits", "val_size": 100, "batch_size": 64}
 
@@ -189,8 +189,10 @@ def test_verdicts_follow_the_interval_and_the_papers_direction():
     noisy = Comparison("x", (0.01, -0.012, 0.004), +1)
     assert noisy.verdict == "inconclusive" and Comparison("x", noisy.diffs, 0).verdict == "inconclusive"  # too wide
     assert Comparison("x", (0.001, -0.001, 0.0005), 0).verdict == "consistent"  # within ±1 point
-    assert Comparison("x", up.diffs, 0).verdict == "not reproduced"
+    assert Comparison("x", (0.030, 0.032, 0.031), 0).verdict == "not reproduced"  # 3 points apart
+    primary = Comparison("p", up.diffs, +1, primary=True)
     assert overall_verdict([up, noisy]) == "partly reproduced" and overall_verdict([up]) == "reproduced"
     assert overall_verdict([noisy]) == "inconclusive"
     assert overall_verdict([noisy, Comparison("x", up.diffs, -1)]) == "not reproduced"
-    assert up.row()[2].startswith("+1.10 [")  # points, with the interval
+    assert overall_verdict([noisy, primary]) == "reproduced"  # the headline is the primary claim's
+    assert assess([up])[0].row()[2].startswith("+1.10 [")  # points, with the interval

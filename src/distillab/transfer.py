@@ -10,12 +10,16 @@ their learning rate set to 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
 
 from pydantic import Field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillab.config import Strict
+from distillab.data.batch import as_batch
 from distillab.errors import UserError
 from distillab.models import get_blocks
 
@@ -116,11 +120,53 @@ class FreezeSchedule:
         set_frozen(self.model, range(self.n), frozen)
 
 
-def apply_init(model: nn.Module, cfg: InitConfig, load: Callable[[str], nn.Module]) -> list[FreezeSchedule]:
-    """Copy blocks from ``cfg.source`` (loaded with ``load``) and return the freeze schedule, if any."""
+@torch.no_grad()
+def recalibrate_norms(model: nn.Module, blocks: Iterable[int], loader: Iterable[Any], max_batches: int = 50) -> int:
+    """Re-estimate the running statistics of the BatchNorm layers in ``blocks`` from the images of
+    ``loader`` (no labels, no gradient, no other buffer touched): the cumulative mean and variance
+    over up to ``max_batches`` batches. Returns the number of layers re-estimated.
+
+    Why: a frozen *random* block keeps BatchNorm in eval mode with its initial statistics (mean 0,
+    variance 1), an identity that does not rescale what the random weights produce, so the signal
+    of a stack of such blocks fades (feature std 0.40 → 0.012 over five blocks) and the control
+    measures a badly scaled net rather than "random features". Statistics estimated on the target
+    data keep every block's output at unit scale, as training would."""
+    all_blocks = get_blocks(model)
+    norms = [m for i in blocks for m in all_blocks[i].modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    nn.Module.train(model, False)  # dropout off; every other norm layer keeps its statistics
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+        nn.Module.train(m, True)
+    device = next(iter(model.parameters())).device
+    try:
+        for i, item in enumerate(loader):
+            if i == max_batches:
+                break
+            model(as_batch(item).x.to(device))
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+def apply_init(model: nn.Module, cfg: InitConfig, load: Callable[[str], nn.Module],
+               train: Iterable[Any] | None = None) -> list[FreezeSchedule]:
+    """Copy blocks from ``cfg.source`` (loaded with ``load``) and return the freeze schedule, if any.
+
+    Without a source, ``blocks`` frozen blocks are the random-features control: their BatchNorm
+    statistics are re-estimated on the images of ``train`` first (:func:`recalibrate_norms`), so
+    the control is random but well-conditioned."""
     check_n(model, cfg.blocks, "init.blocks")
     if cfg.source is not None:
         copy_blocks(model, load(cfg.source), cfg.blocks)
+    elif cfg.freeze and cfg.blocks and train is not None:
+        recalibrate_norms(model, range(cfg.blocks), train)
     if cfg.freeze and cfg.blocks:
         schedule = FreezeSchedule(model, cfg.blocks, cfg.unfreeze_at)
         schedule.on_epoch_start(0)

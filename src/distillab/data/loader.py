@@ -93,16 +93,24 @@ def center_crop_batch(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def shift_batch(x: torch.Tensor, max_shift: int, gen: torch.Generator | KeyedRandom,
-                mode: str = "constant") -> torch.Tensor:
+                mode: str = "constant", fill: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
 
-    Pad-then-crop: ``mode="constant"`` fills with zeros (Hinton's jitter), ``"reflect"`` gives the
-    usual padded random crop. Square images only.
+    Pad-then-crop: ``mode="constant"`` fills the uncovered border with ``fill`` (Hinton's jitter;
+    a per-channel ``(1, C, 1, 1)`` tensor for normalised images, so that the border is the raw
+    image's black, not the normalised 0 — a grey the test images never contain); ``"reflect"`` gives
+    the usual padded random crop. Square images only.
     """
     if max_shift <= 0:
         return x
     k = max_shift
-    return random_crop_batch(F.pad(x, (k, k, k, k), mode=mode), x.shape[-1], gen)
+    if mode == "constant" and isinstance(fill, torch.Tensor):
+        b, c, h, w = x.shape
+        padded = fill.to(x.device, x.dtype).expand(b, c, h + 2 * k, w + 2 * k).clone()
+        padded[..., k:k + h, k:k + w] = x
+    else:
+        padded = F.pad(x, (k, k, k, k), mode=mode, **({"value": float(fill)} if mode == "constant" else {}))
+    return random_crop_batch(padded, x.shape[-1], gen)
 
 
 def flip_batch(x: torch.Tensor, gen: torch.Generator | KeyedRandom) -> torch.Tensor:
@@ -129,15 +137,18 @@ def resized_crop_batch(x: torch.Tensor, scale: tuple[float, float], gen: torch.G
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator | KeyedRandom) -> torch.Tensor:
-    """Apply the configured augmentations to a float batch (random parameters from ``gen``)."""
+def augment_batch(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator | KeyedRandom,
+                  fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Apply the configured augmentations to a float batch (random parameters from ``gen``).
+    ``fill``: what the border of a shifted image shows — for a normalised batch, the normalised
+    value of black (``-shift`` of :func:`normalizer`), as padding raw images with 0 would give."""
     if aug.resized_crop is not None:
         x = resized_crop_batch(x, aug.resized_crop, gen)
     if aug.jitter:
-        x = shift_batch(x, aug.jitter, gen, "constant")
+        x = shift_batch(x, aug.jitter, gen, "constant", fill)
     if aug.crop_padding:
         mode = "reflect" if aug.crop_padding < min(x.shape[-2:]) else "constant"
-        x = shift_batch(x, aug.crop_padding, gen, mode)
+        x = shift_batch(x, aug.crop_padding, gen, mode, fill)
     if aug.crop is not None:
         x = random_crop_batch(x, aug.crop, gen)
     if aug.hflip:
@@ -198,7 +209,7 @@ class BatchLoader:
         training loop serves for them; the cache builder runs the teacher on exactly these)."""
         xb = self.x[index].float() * self._scale - self._shift
         if self.augment is not None:
-            xb = augment_batch(xb, self.augment, KeyedRandom(self.view_seed, index, view))
+            xb = augment_batch(xb, self.augment, KeyedRandom(self.view_seed, index, view), -self._shift)
         return xb
 
     def set_epoch(self, epoch: int) -> None:
@@ -234,7 +245,7 @@ class BatchLoader:
             else:
                 xb = self.x[idx].float() * self._scale - self._shift
                 if self.augment is not None:
-                    xb = augment_batch(xb, self.augment, gen)
+                    xb = augment_batch(xb, self.augment, gen, -self._shift)
                 elif self.center_crop is not None:
                     xb = center_crop_batch(xb, self.center_crop)
             if self.shard[1] > 1:

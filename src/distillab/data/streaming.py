@@ -275,7 +275,7 @@ class StreamLoader:
                 break
             xb = x.to(self.device).float() * self._scale - self._shift
             if self.augment is not None:
-                xb = augment_batch(xb, self.augment, gen)
+                xb = augment_batch(xb, self.augment, gen, -self._shift)
             elif self.center_crop is not None:
                 xb = center_crop_batch(xb, self.center_crop)
             yield Batch(xb, y.to(self.device), idx.to(self.device))

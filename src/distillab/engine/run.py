@@ -297,7 +297,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     if spec.init is not None:
         # No image-size check: conv blocks transfer across resolutions (BiT fine-tunes at a higher
         # one); copy_blocks rejects weights whose shapes do not fit.
-        callbacks = apply_init(student, spec.init, lambda p: load_model(p, device=device))
+        callbacks = apply_init(student, spec.init, lambda p: load_model(p, device=device), train=data.train)
     cache_record = None
     cache_cfg = getattr(spec.method, "cache", None)
     if cache_cfg is not None:  # the objective's teacher answers from stored outputs (engine/soft_labels.py)
@@ -410,6 +410,7 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
         "seed": seed, "run_seed": run_seed, "model": spec.model.name, "method": spec.method.name,
         "test_acc": test["acc"], "test_top5": test["top5"], "test_errors": test["errors"], "test_n": test["n"],
         "val_acc": history[-1].get("val_acc") if history else None,
+        "train_acc": history[-1].get("train_acc") if history else None,
         "params": count_params(student), "macs": count_macs(student, data.shape),
         "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_session": wall, "device": device.type,

@@ -37,7 +37,9 @@ import torch
 from distillab.config import SoftLabelCacheConfig
 from distillab.methods.base import Teacher
 
-FORMAT = 1
+# 2: shifted views are padded with black (raw 0), not the normalised 0 (a grey) as in 1, so caches
+# of format 1 hold labels of other crops and are never read.
+FORMAT = 2
 
 
 def _digest_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:

@@ -222,11 +222,12 @@ class Trainer:
         self._tb.flush()
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training data; returns the mean of each named loss.
+        """One pass over the training data; returns the mean of each named loss and ``acc``, the
+        training accuracy on the inputs the student was trained on (augmented, in train mode).
 
         The lr schedule and ``progress`` count *optimiser* steps, so with ``accumulate > 1`` each
         step sees the lr the config's schedule gives a true large-batch run."""
-        cfg, opt = self.cfg, self.optimizer
+        cfg = self.cfg
         n_batches = len(self.train_loader)
         acc = cfg.accumulate  # batches per optimiser step (gradient accumulation)
         steps_per_epoch = -(-n_batches // acc)  # the last window of an epoch may be short
@@ -246,6 +247,33 @@ class Trainer:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         sums: dict[str, float] = {}
         self._samples = 0
+        # Training accuracy on the (augmented) inputs the student is trained on, read off the
+        # student's own forward by a hook, so no method has to report logits. Counts stay on the
+        # device and are read once at the end of the epoch.
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep_logits(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if "logits" not in seen and isinstance(out, torch.Tensor) and out.ndim == 2:
+                seen["logits"] = out.detach()
+
+        hook = self.objective.eval_model().register_forward_hook(keep_logits)
+        try:
+            self._run_batches(epoch, steps_per_epoch, total, n_batches, device, layout, autocast, sums, seen)
+        finally:
+            hook.remove()
+        means = {k: v / n_batches for k, v in sums.items()}
+        if self._counted:  # recorded as train_acc
+            means["acc"] = self._correct.item() / self._counted
+        return distributed.all_mean(means)  # over ranks: the global batch
+
+    def _run_batches(self, epoch: int, steps_per_epoch: int, total: int, n_batches: int, device: torch.device,
+                     layout: torch.memory_format, autocast: Any, sums: dict[str, float],
+                     seen: dict[str, torch.Tensor]) -> None:
+        """The optimiser steps of one epoch: adds each named loss into ``sums``, counts correct
+        training predictions in ``self._correct`` / ``self._counted``."""
+        cfg, opt, acc = self.cfg, self.optimizer, self.cfg.accumulate
+        self._correct = torch.zeros((), device=device, dtype=torch.long)
+        self._counted = 0
         for i, item in enumerate(self.train_loader):
             batch = as_batch(item).to(device)
             if cfg.channels_last and batch.x.ndim == 4:
@@ -256,8 +284,13 @@ class Trainer:
                 for g, base in zip(opt.param_groups, self.base_lrs):
                     g["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
+            seen.clear()
             with autocast:
                 losses = self._forward(batch, step / total)
+            logits = seen.get("logits")
+            if logits is not None and batch.y.ndim == 1 and len(logits) == len(batch.y):
+                self._correct += (logits.argmax(1) == batch.y).sum()
+                self._counted += len(batch.y)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
@@ -275,4 +308,3 @@ class Trainer:
             self._samples += len(batch)
             if self.progress:
                 self.progress.advance(1, loss=loss.item(), samples=len(batch))
-        return distributed.all_mean({k: v / n_batches for k, v in sums.items()})  # over ranks: the global batch

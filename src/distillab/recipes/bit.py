@@ -4,8 +4,9 @@ fine-tuning by the BiT-HyperRule on 1, 5, 10, … examples per class (docs/studi
 Per seed: pre-train the GN+WS ResNet-v2 (and its BatchNorm twin) on the upstream task; on the
 downstream task, for each shot count, fine-tune from upstream and train from scratch with the
 step budget, lr and MixUp the HyperRule picks for that dataset size, at the downstream batch size
-(small batches are where GN+WS and BatchNorm part ways); the from-scratch baseline also runs a
-grid of lrs and lengths and keeps the point best on validation. Table: rows = model/upstream,
+(small batches are where GN+WS and BatchNorm part ways). Equal effort: the pre-trained GN+WS arm
+and the from-scratch baseline each run the same grid of lrs and lengths (``tuning``) besides the
+rule's own point, and each keeps its point best on validation. Table: rows = model/upstream,
 columns = shots; plot: accuracy vs shots.
 """
 
@@ -43,16 +44,16 @@ class HyperRule(Strict):
     epochs: int = Field(10, ge=1, description="the step budget is split into this many epochs (evaluations)")
 
 
-class ScratchTuning(Strict):
-    """The from-scratch baseline gets its own lr and length, chosen per shot count on validation
-    accuracy (mean over seeds), so pre-training is compared with a tuned baseline, not an
-    untrained one."""
+class Tuning(Strict):
+    """The same grid of lrs and lengths for both arms compared by the primary claims — the
+    pre-trained GN+WS model and the from-scratch baseline — each point chosen per shot count on
+    validation accuracy (mean over seeds): a tuned method against an equally tuned baseline."""
 
     lrs: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1], min_length=1)
     lengths: list[float] = Field(default_factory=lambda: [1.0, 4.0], min_length=1,
                                  description="multiples of the rule's step budget")
     shots: list[int | Literal["all"]] | None = Field(
-        None, description="shot counts whose baseline is tuned (default: all); the others keep the rule's")
+        None, description="shot counts whose arms are tuned (default: all); the others keep the rule's")
 
 
 class BiTRecipe(Strict):
@@ -62,7 +63,7 @@ class BiTRecipe(Strict):
     model: ModelConfig = Field(description="a bit:R..x.. model; its BatchNorm twin is the same with norm=bn")
     shots: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 5, 10, "all"], min_length=1)
     hyperrule: HyperRule = HyperRule()
-    scratch: ScratchTuning = ScratchTuning()
+    tuning: Tuning = Tuning()
     bn_twin: bool = Field(True, description="also fine-tune the BatchNorm twin from its own upstream run")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
@@ -77,17 +78,17 @@ def _variants(cfg: BiTRecipe) -> dict[str, ModelConfig]:
 
 
 def _grid(cfg: BiTRecipe) -> list[tuple[float, float]]:
-    """(lr, length) points of the scratch baseline other than the rule's own (its rule run)."""
-    return [(lr, n) for n in cfg.scratch.lengths for lr in cfg.scratch.lrs
+    """(lr, length) points of each tuned arm other than the rule's own (its rule run)."""
+    return [(lr, n) for n in cfg.tuning.lengths for lr in cfg.tuning.lrs
             if (lr, n) != (cfg.hyperrule.base_lr, 1.0)]
 
 
 def _tuned(cfg: BiTRecipe, shots: int | str) -> bool:
-    return cfg.scratch.shots is None or shots in cfg.scratch.shots
+    return cfg.tuning.shots is None or shots in cfg.tuning.shots
 
 
 def count_runs(cfg: BiTRecipe) -> int:
-    per_seed = len(_variants(cfg)) + sum(len(_variants(cfg)) + 1 + (len(_grid(cfg)) if _tuned(cfg, s) else 0)
+    per_seed = len(_variants(cfg)) + sum(len(_variants(cfg)) + 1 + (2 * len(_grid(cfg)) if _tuned(cfg, s) else 0)
                                          for s in cfg.shots)
     return len(cfg.seeds) * per_seed
 
@@ -109,12 +110,16 @@ def _downstream(cfg: BiTRecipe, shots: int | str, seed: int) -> tuple[DataConfig
     return data, train, SupervisedConfig(mixup_alpha=bit_hyperrule.get_mixup(n))
 
 
+TUNED = {"GN+WS-source": "GN+WS, upstream: source (lr, length tuned on val)",
+         "GN+WS-none": "GN+WS, upstream: none (lr, length tuned on val)"}
+
+
 def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     variants = _variants(cfg)
-    labels = [f"{v}, upstream: source" for v in variants] + ["GN+WS, upstream: none (rule)"]
+    labels = [f"{v}, upstream: source (rule)" for v in variants] + ["GN+WS, upstream: none (rule)"]
     acc: dict[str, dict[str, list[float]]] = {lab: {str(s): [] for s in cfg.shots} for lab in labels}
-    # grid point -> shots -> per-seed (val acc, test acc) of the from-scratch baseline
-    grid: dict[tuple[float, float], dict[str, list[tuple[float, float]]]] = {}
+    # arm -> grid point -> shots -> per-seed (val acc, test acc); the rule's own run is a point
+    grid: dict[str, dict[tuple[float, float], dict[str, list[tuple[float, float]]]]] = {a: {} for a in TUNED}
     steps: dict[str, int] = {}  # the rule's step budget per shot count (for the notes)
     for seed in cfg.seeds:
         for v, model in variants.items():
@@ -124,59 +129,68 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
             data, train, method = _downstream(cfg, shots, seed)
             steps[str(shots)] = train.epochs * (data.steps_per_epoch or 0)
             key = f"{shots}-shot"  # every downstream run of a shot count: same head init and batch order
+            arms: dict[str, RunSpec] = {}
             for v, model in variants.items():
                 n_blocks = num_blocks(model.name, **model.kwargs)
                 init = InitConfig(source=str(study.run_dir(f"upstream-{v}", seed)), blocks=n_blocks)
-                s = study.run(f"{v}-source/{shots}-shot", RunSpec(data=data, model=model, train=train, method=method,
-                                                                  init=init), seed, seed_key=key)
-                acc[f"{v}, upstream: source"][str(shots)].append(s["test_acc"])
-            s = study.run(f"GN+WS-none/{shots}-shot", RunSpec(data=data, model=cfg.model, train=train, method=method),
-                          seed, seed_key=key)
-            acc["GN+WS, upstream: none (rule)"][str(shots)].append(s["test_acc"])
-            grid.setdefault((cfg.hyperrule.base_lr, 1.0), {}).setdefault(str(shots), []).append(
-                (s["val_acc"], s["test_acc"]))
-            for lr, length in _grid(cfg) if _tuned(cfg, shots) else []:
-                t = train.model_copy(update={"epochs": max(1, round(train.epochs * length)),
-                                             "optim": train.optim.model_copy(update={"lr": lr})})
-                s = study.run(f"GN+WS-none/{shots}-shot/lr{lr:g}-x{length:g}",
-                              RunSpec(data=data, model=cfg.model, train=t, method=method), seed, seed_key=key)
-                grid.setdefault((lr, length), {}).setdefault(str(shots), []).append((s["val_acc"], s["test_acc"]))
+                arms[f"{v}-source"] = RunSpec(data=data, model=model, train=train, method=method, init=init)
+            arms["GN+WS-none"] = RunSpec(data=data, model=cfg.model, train=train, method=method)
+            for arm, spec in arms.items():
+                s = study.run(f"{arm}/{shots}-shot", spec, seed, seed_key=key)
+                acc[f"{arm.split('-')[0]}, upstream: {arm.split('-', 1)[1]} (rule)"][str(shots)].append(s["test_acc"])
+                if arm not in TUNED:
+                    continue
+                grid[arm].setdefault((cfg.hyperrule.base_lr, 1.0), {}).setdefault(str(shots), []).append(
+                    (s["val_acc"], s["test_acc"]))
+                # Equal effort: both tuned arms run the same points, at the same seeds.
+                for lr, length in _grid(cfg) if _tuned(cfg, shots) else []:
+                    t = train.model_copy(update={"epochs": max(1, round(train.epochs * length)),
+                                                 "optim": train.optim.model_copy(update={"lr": lr})})
+                    s = study.run(f"{arm}/{shots}-shot/lr{lr:g}-x{length:g}", spec.model_copy(update={"train": t}),
+                                  seed, seed_key=key)
+                    grid[arm].setdefault((lr, length), {}).setdefault(str(shots), []).append(
+                        (s["val_acc"], s["test_acc"]))
 
     cols = [str(s) for s in cfg.shots]
-    tuned_label = "GN+WS, upstream: none (lr, length tuned on val)"
-    chosen: dict[str, tuple[float, float]] = {}
-    acc[tuned_label] = {}
-    for c in cols:
-        # Chosen on validation accuracy only (mean over seeds); its test accuracy is reported.
-        chosen[c] = max((g for g in grid if c in grid[g]), key=lambda g: sum(v for v, _ in grid[g][c]) / len(grid[g][c]))
-        acc[tuned_label][c] = [t for _, t in grid[chosen[c]][c]]
-    labels.append(tuned_label)
+    chosen: dict[str, dict[str, tuple[float, float]]] = {a: {} for a in TUNED}
+    for arm, label in TUNED.items():
+        acc[label] = {}
+        g = grid[arm]
+        for c in cols:
+            # Chosen on validation accuracy only (mean over seeds); its test accuracy is reported.
+            chosen[arm][c] = max((p for p in g if c in g[p]), key=lambda p: sum(v for v, _ in g[p][c]) / len(g[p][c]))
+            acc[label][c] = [t for _, t in g[chosen[arm][c]][c]]
+        labels.append(label)
     header = ["model, upstream", *(f"{c}-shot" if c != "all" else "all" for c in cols)]
     rows = [[lab, *(fmt_pm(acc[lab][c], 2, 100) for c in cols)] for lab in labels]
-    rows.append(["scratch lr, length chosen", *(f"{chosen[c][0]:g}, {chosen[c][1]:g}x" for c in cols)])
+    for arm in TUNED:
+        rows.append([f"{arm}: lr, length chosen", *(f"{chosen[arm][c][0]:g}, {chosen[arm][c][1]:g}x" for c in cols)])
     xs = list(range(len(cols)))
     plot = line_plot(out / "shots", "BiT: downstream accuracy vs examples per class", "examples per class",
                      "top-1 test accuracy", xs, {lab: [acc[lab][c] for c in cols] for lab in labels},
                      xticks=xs, xticklabels=cols)
 
     def diff(a: str, b: str, c: str) -> tuple[float, ...]:
-        return tuple(x - y for x, y in zip(acc[a][c], acc[b][c]))
+        return tuple(x - y for x, y in zip(acc[a][c], acc[b][c], strict=True))
 
-    # The paper: upstream pre-training beats training from scratch, most with few examples; GN+WS
-    # fine-tunes better than BatchNorm at small batches.
-    comparisons = [Comparison(f"source − none (tuned), {c}{'-shot' if c != 'all' else ''}",
-                              diff("GN+WS, upstream: source", tuned_label, c), +1) for c in cols]
+    # The paper: upstream pre-training beats training from scratch, most with few examples (the
+    # primary claim: the fewest shots); GN+WS fine-tunes better than BatchNorm at small batches.
+    comparisons = [Comparison(f"source − none (both tuned), {c}{'-shot' if c != 'all' else ''}",
+                              diff(TUNED["GN+WS-source"], TUNED["GN+WS-none"], c), +1, primary=i == 0)
+                   for i, c in enumerate(cols)]
     if "BN" in variants:
-        comparisons += [Comparison(f"GN+WS − BN (both from source), {c}-shot",
-                                   diff("GN+WS, upstream: source", "BN, upstream: source", c), +1)
+        comparisons += [Comparison(f"GN+WS − BN (both from source, rule), {c}-shot",
+                                   diff("GN+WS, upstream: source (rule)", "BN, upstream: source (rule)", c), +1)
                         for c in cols if c != "all"]
     notes = (f"Downstream {cfg.downstream.source} (batch {cfg.downstream.batch_size}, kept for every shot count by "
              f"drawing batches from repeated shuffles), upstream {cfg.upstream.data.source}; model {cfg.model.name} "
              f"{cfg.model.kwargs}; BiT-HyperRule: lr {cfg.hyperrule.base_lr:g}, steps "
              f"{', '.join(f'{c}: {n}' for c, n in steps.items())} (schedule × {cfg.hyperrule.schedule_scale}), "
              f"resolution {cfg.hyperrule.resolution}; inputs normalised with the source's fixed statistics, stored "
-             f"with each model. Scratch baseline grid: lr {cfg.scratch.lrs} × length {cfg.scratch.lengths} of the "
-             f"rule's steps{'' if cfg.scratch.shots is None else f' for shots {cfg.scratch.shots}'}, chosen on validation. Top-1 (%) mean ± std over {len(cfg.seeds)} seed(s). "
+             f"with each model. Equal-effort grid for both the pre-trained and the from-scratch GN+WS arm: the rule's "
+             f"point plus lr {cfg.tuning.lrs} × length {cfg.tuning.lengths} of the rule's steps"
+             f"{'' if cfg.tuning.shots is None else f' for shots {cfg.tuning.shots}'}, each arm's point chosen on "
+             f"validation. Top-1 (%) mean ± std over {len(cfg.seeds)} seed(s). "
              f"Plot: {plot[0].name}.")
     return study.write_table("results", "Big Transfer: upstream pre-training vs none, by shots", header, rows, notes,
                              comparisons)

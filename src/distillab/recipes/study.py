@@ -15,7 +15,17 @@ from distillab.engine.progress import make_progress
 from distillab.engine.run import RunSpec, derive_seed, execute_run
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
-from distillab.results.stats import COMPARISON_HEADER, Comparison, csv_table, markdown_table, overall_verdict
+from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, markdown_table, overall_verdict
+
+
+VERDICT_NOTE = (
+    "p: paired t-test over seeds (for a claim of no difference, the two one-sided equivalence tests "
+    "against the margin). The primary claim, declared before any run, is tested alone at 0.05; the "
+    "secondary claims are Holm-adjusted together (Holm p). Verdict: 'reproduced' / 'not reproduced' "
+    "when the (adjusted) p < 0.05 in / against the paper's direction; 'consistent' when the "
+    "equivalence test passes; 'not testable here' when a precondition measured on validation fails; "
+    "else 'inconclusive', with the minimum effect detectable at 80 % power by these seeds (MDE). "
+    "See docs/statistics.md.")
 
 
 class Role(Strict):
@@ -83,17 +93,16 @@ class Study:
         Student-t interval over seeds, verdict; also ``<stem>-comparisons.csv``) under a one-line
         overall verdict."""
         md = f"### {title}\n\n"
+        assessed = assess(comparisons)
         if comparisons:
-            md += f"**Verdict: {overall_verdict(comparisons)}** ({sum(c.verdict in ('reproduced', 'consistent') for c in comparisons)} of {len(comparisons)} claims).\n\n"
+            good = sum(a.verdict in GOOD for a in assessed)
+            md += f"**Verdict: {overall_verdict(comparisons)}** ({good} of {len(comparisons)} claims).\n\n"
         md += f"{markdown_table(header, rows)}\n"
         if notes:
             md += f"\n{notes}\n"
-        comp_rows = [c.row() for c in comparisons]
+        comp_rows = [a.row() for a in assessed]
         if comparisons:
-            md += (f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\nVerdict: 'reproduced' when the 95 % "
-                   f"interval of the paired difference excludes 0 in the paper's direction, 'not reproduced' when "
-                   f"it excludes 0 the other way (or, for a claim of no difference, excludes 0), else "
-                   f"'inconclusive'; a claim of no difference is 'consistent' when its interval lies within ±1 point.\n")
+            md += f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\n{VERDICT_NOTE}\n"
         from distillab.engine.distributed import current
 
         if not current().is_main:  # under torchrun only rank 0 writes

@@ -53,22 +53,68 @@ def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float,
     return m, float(m - half), float(m + half)
 
 
-def verdict(diffs: Sequence[float], direction: int = 1, level: float = 0.95, margin: float = 0.01) -> str:
-    """"reproduced" when the interval of the paired difference excludes 0 in the paper's direction
-    (+1: the method should be higher), "not reproduced" when it excludes 0 the other way, else
-    "inconclusive". ``direction=0`` is a claim of *no* difference (from scratch catches up):
-    "consistent" when the interval lies within ±``margin`` (1 point of accuracy by default),
-    "not reproduced" when it excludes 0, else "inconclusive" — an interval that merely contains 0,
-    as wide ones from few seeds do, does not show equality."""
-    _, lo, hi = paired_interval(diffs, level)
-    if lo != lo:  # nan: fewer than two seeds
-        return "inconclusive"
-    if direction == 0:
-        if lo > 0 or hi < 0:
-            return "not reproduced"
-        return "consistent" if -margin <= lo and hi <= margin else "inconclusive"
-    lo, hi = (lo, hi) if direction > 0 else (-hi, -lo)
-    return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
+def paired_p(diffs: Sequence[float]) -> float:
+    """Two-sided p of the paired t-test of "mean difference = 0" (nan below two seeds; 0 or 1 when
+    every difference is the same number: no spread, so no doubt)."""
+    vals = list(diffs)
+    if len(vals) < 2:
+        return float("nan")
+    m, s = mean_std(vals)
+    if s == 0:
+        return 0.0 if m != 0 else 1.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(m) / (s / len(vals) ** 0.5), len(vals) - 1))
+
+
+def equivalence_p(diffs: Sequence[float], margin: float) -> float:
+    """p of the two one-sided tests (TOST) that the mean difference lies within ±``margin``: the
+    larger of the p's of "mean ≤ −margin" and "mean ≥ +margin". Below ``alpha`` it shows the two arms
+    equal within the margin; an interval that merely contains 0 does not."""
+    vals = list(diffs)
+    if len(vals) < 2:
+        return float("nan")
+    m, s = mean_std(vals)
+    if s == 0:
+        return 0.0 if abs(m) < margin else 1.0
+    from scipy.stats import t
+
+    se, df = s / len(vals) ** 0.5, len(vals) - 1
+    return float(max(t.sf((m + margin) / se, df), t.cdf((m - margin) / se, df)))
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test at ``alpha`` detects with
+    probability ``power``, for ``n`` seeds and a spread of paired differences ``sd`` (exact, from the
+    non-central t). With 3 seeds and sd 0.35 pt it is 1.14 pt; with 10, 0.35 pt."""
+    if n < 2 or sd != sd:
+        return float("inf")
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+    from scipy.stats import nct, t
+
+    df = n - 1
+    crit = t.ppf(1 - alpha / 2, df)
+
+    def achieved(nc: float) -> float:
+        v = nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc)
+        return 1.0 if v != v else float(v)  # scipy's nct is nan far in the tail, where power is 1
+
+    return float(brentq(lambda nc: achieved(nc) - power, 0.0, 60.0) * sd / n ** 0.5)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: the i-th smallest of m p's is multiplied by (m − i + 1), and
+    adjusted p's never decrease along that order. Rejecting where the adjusted p < alpha keeps the
+    chance of any false claim in the family at most alpha. nan p's (untested claims) stay nan."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if p == p)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        out[i] = running
+    return out
 
 
 def fmt_interval(diffs: Sequence[float], digits: int = 2, scale: float = 100.0, level: float = 0.95) -> str:
@@ -80,34 +126,138 @@ def fmt_interval(diffs: Sequence[float], digits: int = 2, scale: float = 100.0, 
 
 
 @dataclass(frozen=True)
+class Precondition:
+    """What a claim needs before its test means anything, measured on validation: e.g. "teacher −
+    student alone ≥ 1.5 pts" or "teacher converged (best − last quarter ≤ 0.3 pt)". ``value`` and
+    ``need`` are in the unit shown (points); ``at_most`` flips the comparison."""
+
+    label: str
+    value: float
+    need: float
+    at_most: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.value == self.value and (self.value <= self.need if self.at_most else self.value >= self.need)
+
+    def text(self) -> str:
+        """'✓ teacher − student alone (val) +2.31 ≥ 1.5' (✗ when it fails)."""
+        return f"{'✓' if self.ok else '✗'} {self.label} {self.value:+.2f} {'≤' if self.at_most else '≥'} {self.need:g}"
+
+
+@dataclass(frozen=True)
 class Comparison:
     """One claim a study exists to test: ``label`` (e.g. "distilled − alone"), the paired
-    differences over seeds, and the paper's direction (+1 higher, −1 lower, 0 no difference)."""
+    differences over seeds, and the paper's direction (+1 higher, −1 lower, 0 no difference within
+    ±``margin``). ``primary``: the study's headline claim, declared in the recipe before any run and
+    tested alone at alpha; the others are Holm-adjusted together. ``preconditions`` that fail make
+    the claim "not testable here"."""
 
     label: str
     diffs: tuple[float, ...]
     direction: int
     scale: float = 100.0  # accuracies / errors as fractions → points
+    primary: bool = False
+    margin: float = 0.01  # "≈ 0" claims: within ±1 point (diffs are fractions)
+    preconditions: tuple[Precondition, ...] = ()
+
+    @property
+    def testable(self) -> bool:
+        return all(c.ok for c in self.preconditions)
+
+    @property
+    def p(self) -> float:
+        """The claim's own p: paired t-test against 0, or for "≈ 0" claims the equivalence test."""
+        return equivalence_p(self.diffs, self.margin) if self.direction == 0 else paired_p(self.diffs)
+
+    @property
+    def mde(self) -> float:
+        """Minimum detectable effect (80 % power, alpha 0.05, two-sided), in the table's unit."""
+        return min_detectable_effect(mean_std(self.diffs)[1], len(self.diffs)) * self.scale
+
+    def decide(self, p_adjusted: float, alpha: float = 0.05) -> str:
+        """The verdict given the claim's (adjusted) p — see :func:`assess`."""
+        if not self.testable:
+            return "not testable here"
+        if p_adjusted != p_adjusted:
+            return "inconclusive"
+        m, lo, hi = paired_interval(self.diffs)
+        if self.direction == 0:
+            if p_adjusted < alpha:
+                return "consistent"
+            outside = lo > self.margin or hi < -self.margin  # shown to differ by more than the margin
+            return "not reproduced" if outside else "inconclusive"
+        if p_adjusted < alpha:
+            return "reproduced" if m * self.direction > 0 else "not reproduced"
+        return "inconclusive"
 
     @property
     def verdict(self) -> str:
-        return verdict(self.diffs, self.direction)  # "≈ 0" claims: within ±1 point (diffs are fractions)
+        """The verdict of this claim tested on its own (no multiplicity adjustment)."""
+        return self.decide(self.p)
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """A claim with its p, Holm-adjusted p and verdict within its study's family of claims."""
+
+    claim: Comparison
+    p: float
+    p_adjusted: float
+    verdict: str
 
     def row(self) -> list[str]:
-        expected = {1: "> 0", -1: "< 0", 0: "≈ 0"}[self.direction]
-        return [self.label, expected, fmt_interval(self.diffs, scale=self.scale), str(len(self.diffs)), self.verdict]
+        c = self.claim
+        expected = {1: "> 0", -1: "< 0", 0: f"≈ 0 (±{c.margin * c.scale:g})"}[c.direction]
+        verdict = self.verdict
+        if verdict == "inconclusive":
+            verdict += f" (MDE {c.mde:.2f})"
+        pre = "; ".join(x.text() for x in c.preconditions) or "—"
+        return [("primary: " if c.primary else "") + c.label, expected, fmt_interval(c.diffs, scale=c.scale),
+                str(len(c.diffs)), _fmt_p(self.p), _fmt_p(self.p_adjusted), f"{c.mde:.2f}", pre, verdict]
 
 
-COMPARISON_HEADER = ["comparison (paired over seeds)", "paper", "difference, pts (95% CI)", "seeds", "verdict"]
+def _fmt_p(p: float) -> str:
+    return "—" if p != p else f"{p:.3g}" if p >= 0.001 else "<0.001"
+
+
+def assess(comparisons: Sequence[Comparison], alpha: float = 0.05) -> list[Assessed]:
+    """p, adjusted p and verdict of each claim of a study.
+
+    The primary claim is tested alone at ``alpha``; the secondary claims that are testable (their
+    preconditions hold) form one family whose p's are Holm-adjusted, so the chance that any of them
+    is called wrongly stays at most ``alpha``. Verdicts: "reproduced" / "not reproduced" (adjusted
+    p < alpha, in / against the paper's direction), "consistent" (a "≈ 0" claim whose equivalence
+    test passes), "not testable here" (a precondition failed), else "inconclusive" (shown with the
+    effect these seeds could have detected)."""
+    raw = [c.p if c.testable else float("nan") for c in comparisons]
+    secondary = [i for i, c in enumerate(comparisons) if not c.primary]
+    adjusted = list(raw)
+    for i, q in zip(secondary, holm([raw[i] for i in secondary]), strict=True):
+        adjusted[i] = q
+    return [Assessed(c, p, q, c.decide(q, alpha)) for c, p, q in zip(comparisons, raw, adjusted, strict=True)]
+
+
+COMPARISON_HEADER = ["comparison (paired over seeds)", "paper", "difference, pts (95% CI)", "seeds", "p",
+                     "Holm p", "MDE, pts", "preconditions (validation)", "verdict"]
+
+GOOD = ("reproduced", "consistent")
 
 
 def overall_verdict(comparisons: Sequence[Comparison]) -> str:
-    """'reproduced' when every claim is; 'partly reproduced' when some are; with none reproduced,
-    'not reproduced' when an interval contradicts a claim, else 'inconclusive'."""
-    verdicts = [c.verdict for c in comparisons]
-    good = [v in ("reproduced", "consistent") for v in verdicts]
+    """The study's headline: the primary claim's verdict when one is declared; otherwise
+    'reproduced' when every claim is, 'partly reproduced' when some are, and with none reproduced
+    'not testable here' when none could be tested, 'not reproduced' when a claim is contradicted,
+    else 'inconclusive'."""
+    verdicts = [a.verdict for a in assess(comparisons)]
+    for c, v in zip(comparisons, verdicts, strict=True):
+        if c.primary:
+            return v
+    good = [v in GOOD for v in verdicts]
     if all(good):
         return "reproduced"
     if any(good):
         return "partly reproduced"
+    if all(v == "not testable here" for v in verdicts):
+        return "not testable here"
     return "not reproduced" if "not reproduced" in verdicts else "inconclusive"
