@@ -47,7 +47,7 @@ def test_count_runs_matches_the_runs_a_recipe_plans(path, tmp_path, monkeypatch)
     if data["recipe"] == "bit":  # no dataset on disk needed: the rule's data/schedule are irrelevant here
         monkeypatch.setattr(module, "_downstream", lambda c, shots, seed: (
             c.downstream, TrainConfig(epochs=1), SupervisedConfig()))
-    plan = plan_study(cfg, module, tmp_path / "out")
+    plan = plan_study(cfg, module, tmp_path / "out", provisional=True)
     names = [(r.name, r.seed) for r in plan]
     assert len(names) == module.count_runs(cfg) and len(set(names)) == len(names)
     assert len({n for n, _ in names}) * len(cfg.seeds) == len(names)

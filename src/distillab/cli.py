@@ -70,10 +70,10 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
     if executor and executor.get("kind") == "ray":
-        from distillab.engine.plan import plan_study, run_on_ray
+        from distillab.engine.plan import run_study_on_ray
 
         out = out.resolve()  # Ray workers may run in another directory (or on another machine)
-        run_on_ray(plan_study(cfg, module, out), address=executor.get("address"), cpus=executor.get("cpus", 1),
+        run_study_on_ray(cfg, module, out, address=executor.get("address"), cpus=executor.get("cpus", 1),
                    gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=resume,
                    keep_checkpoints=keep_checkpoints, restart=restart,
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))

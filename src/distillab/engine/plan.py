@@ -10,6 +10,11 @@ its spec reads (``method.teacher``, ``init.source``).
 The ``local`` executor is the recipe itself (one process, in order). :func:`run_on_ray` submits
 each planned run as a Ray task as soon as the runs it reads have finished; afterwards the recipe
 runs locally once more, reads every finished run back and writes the same tables.
+
+A recipe whose later runs depend on earlier *results* (a validation grid choosing the spec the
+table's seeds run) cannot be planned whole before training: planning stops where the recipe
+waits for results it does not have yet (:meth:`Study.await_results`), and :func:`run_study_on_ray`
+trains that part, plans again with the finished runs' real summaries, and repeats.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed, unfinished_run_error
+from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed, read_summary, unfinished_run_error
 from distillab.errors import UserError
 from distillab.recipes.study import Study
 
@@ -34,19 +39,37 @@ class PlannedRun:
     after: list[int] = field(default_factory=list)  # positions of the planned runs it reads
 
 
+class PlanCut(Exception):
+    """Raised by a planning study where the recipe needs results that are not there yet."""
+
+
+class Plan(list):
+    """The planned runs, in order; ``complete`` is False when planning stopped at a recipe's wait
+    for results (train these, then plan again)."""
+
+    complete: bool = True
+
+
 class PlanningStudy(Study):
     """Records the runs a recipe asks for instead of training them; answers with placeholder
     summaries so the recipe's control flow carries on. The recipe sees run folders in a scratch
     folder (it may read a run's learning curve between runs); the plan names them in ``out``."""
 
-    def __init__(self, scratch: Path, out: Path) -> None:
+    def __init__(self, scratch: Path, out: Path, provisional: bool = False) -> None:
         super().__init__(scratch, total_runs=0, quiet=True)
+        # provisional: carry on past a wait for results with placeholders (every run is listed, but
+        # those chosen from results may be the wrong ones: for counting, not for training)
+        self.provisional = provisional
         self.real_out = out
         self.planned: list[PlannedRun] = []
 
     def _relocate(self, path: str) -> str:
         p = Path(path)
         return str(self.real_out / p.relative_to(self.out)) if p.is_relative_to(self.out) else path
+
+    def await_results(self, summaries: list[dict[str, Any]]) -> None:
+        if not self.provisional and any(s.get("_planned") for s in summaries):
+            raise PlanCut
 
     def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
         scratch_dir = self.run_dir(name, seed)
@@ -64,8 +87,13 @@ class PlanningStudy(Study):
         self.planned.append(PlannedRun(name, seed, derive_seed(seed, seed_key or name), spec.model_copy(update=update),
                                        real_dir, sorted({where[self._relocate(p)] for p in reads
                                                          if self._relocate(p) in where})))
+        if (real_dir / SUMMARY_FILE).is_file():  # finished: its real results (a later plan may need them)
+            try:
+                return read_summary(real_dir)
+            except UserError:
+                pass
         return {"test_acc": 0.5, "val_acc": 0.5, "test_top5": 1.0, "test_errors": 0, "test_n": 1, "params": 1,
-                "macs": 1, "train_seconds": 1.0, "epochs": spec.train.epochs, "device": "cpu"}
+                "macs": 1, "train_seconds": 1.0, "epochs": spec.train.epochs, "device": "cpu", "_planned": True}
 
     def evaluate_ensemble(self, names: Any, data: Any, seed: int) -> dict[str, Any]:
         return {"acc": 0.5, "top5": 1.0, "errors": 0, "n": 1, "loss": 0.0}
@@ -74,19 +102,33 @@ class PlanningStudy(Study):
         return ""
 
 
-def plan_study(cfg: Any, module: Any, out: Path) -> list[PlannedRun]:
+def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> Plan:
     """Every run the recipe ``module`` would train for ``cfg``, in a valid order, with its
     dependencies. What follows the runs (cost columns, ensembles of finished models) needs trained
     models and is skipped here: the recipe's local pass after the executor does it."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        study = PlanningStudy(Path(scratch), out)
+        study = PlanningStudy(Path(scratch), out, provisional)
+        plan = Plan()
         try:
             module.run(cfg, Path(scratch), study)
+        except PlanCut:
+            plan.complete = False
         except (UserError, OSError, KeyError, ValueError, ZeroDivisionError, RuntimeError):
             pass  # only reached after the last study.run: tables and cost columns need trained models
-    return study.planned
+    plan.extend(study.planned)
+    return plan
+
+
+def run_study_on_ray(cfg: Any, module: Any, out: Path, **options: Any) -> None:
+    """Plan the study and train it on Ray (:func:`run_on_ray`), planning again after each part
+    while the recipe waits for results (a tuning grid before the table's seeds)."""
+    while True:
+        plan = plan_study(cfg, module, out)
+        run_on_ray(plan, **options)
+        if plan.complete:
+            return
 
 
 def _train_task(spec_yaml: str, seed: int, run_dir: str, run_seed: int, options: dict[str, Any],

@@ -105,12 +105,10 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     tune_rows: list[list[str]] = []
     if cfg.tune.grid:  # equal-effort trials at the pilot seed, before any seed of the table
         pilot_teacher = teacher_dir(cfg.tune.seed)
-        for label in specs:
-            spec = specs[label]
-            if label != "student":
-                spec = spec.model_copy(update={"method": spec.method.model_copy(update={"teacher": [pilot_teacher]})})
-            specs[label], rows = tune(study, cfg.tune, label, spec, seed_key="student")
-            tune_rows += rows
+        pilot = {label: spec if label == "student" else
+                 spec.model_copy(update={"method": spec.method.model_copy(update={"teacher": [pilot_teacher]})})
+                 for label, spec in specs.items()}
+        specs, tune_rows = tune(study, cfg.tune, pilot, seed_key="student")
 
     runs: dict[str, dict[int, dict]] = {"teacher": {}, "student": {}, **{k: {} for k in cfg.methods}}
     for seed in [*cfg.seeds, *cfg.primary_seeds]:

@@ -22,6 +22,7 @@ from distillab.errors import UserError
 from distillab.methods.fitnet import FitNetHintConfig, FitNetKDConfig
 from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
+from distillab.recipes.preconditions import converged, val_lead
 from distillab.recipes.study import Role, Study
 from distillab.results.stats import Comparison, fmt_pm
 from distillab.transfer import InitConfig
@@ -38,6 +39,8 @@ class FitNetsRecipe(Strict):
     kd: FitNetKDConfig = Field(FitNetKDConfig(), description="the stage-2 loss (methods/fitnet.py's own config), "
                                "also used for the KD-only student; its teacher is filled by the recipe")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    teacher_lead: float = Field(1.0, description="points of validation accuracy the teacher must lead the student "
+                                                 "alone by for the claims to be testable")
 
 
 def _check(cfg: FitNetsRecipe) -> None:
@@ -55,13 +58,16 @@ def count_runs(cfg: FitNetsRecipe) -> int:
 def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
     _check(cfg)
     acc: dict[str, list[float]] = {"teacher": [], "student": [], "kd": [], "fitnet": []}
+    summaries: dict[str, list[dict]] = {"teacher": [], "student": []}
     for seed in cfg.seeds:
         teacher = [str(study.run_dir("teacher", seed))]
-        acc["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed)["test_acc"])
+        summaries["teacher"].append(study.run("teacher", RunSpec(data=cfg.data, **cfg.teacher.model_dump()), seed))
+        acc["teacher"].append(summaries["teacher"][-1]["test_acc"])
         student = dict(data=cfg.data, model=cfg.student.model, train=cfg.student.train)
         # The three students share one run seed on purpose: the same initial weights (stage 1 starts
         # from them too) and batch order, so FitNet − student is a paired difference.
-        acc["student"].append(study.run("student", RunSpec(**student), seed, seed_key="student")["test_acc"])
+        summaries["student"].append(study.run("student", RunSpec(**student), seed, seed_key="student"))
+        acc["student"].append(summaries["student"][-1]["test_acc"])
         kd = cfg.kd.model_copy(update={"teacher": teacher})
         acc["kd"].append(study.run("student-kd", RunSpec(**student, method=kd), seed, seed_key="student")["test_acc"])
         hint = FitNetHintConfig(teacher=teacher, hint=cfg.hint, guided=cfg.guided)
@@ -110,10 +116,15 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
     def diffs(a: str, b: str) -> tuple[float, ...]:
         return tuple(x - y for x, y in zip(acc[a], acc[b]))
 
-    comparisons = [Comparison("FitNet − student alone", diffs("fitnet", "student"), +1),
-                   Comparison("FitNet − student + KD", diffs("fitnet", "kd"), +1),
+    # Primary (declared before any run): hints help the thin student; secondary: beyond KD alone,
+    # and beyond the teacher. Every claim needs a teacher ahead of the student alone (validation).
+    pre = (val_lead(summaries["teacher"], summaries["student"], cfg.teacher_lead, "teacher − student alone"),
+           converged([study.run_dir("teacher", s) for s in cfg.seeds], "teacher"))
+    comparisons = [Comparison("FitNet − student alone", diffs("fitnet", "student"), +1, primary=True,
+                              preconditions=pre),
+                   Comparison("FitNet − student + KD", diffs("fitnet", "kd"), +1, preconditions=pre),
                    Comparison("FitNet − teacher (the paper's FitNets beat their teacher)", diffs("fitnet", "teacher"),
-                              +1)]
+                              +1, preconditions=pre)]
     return study.write_table("results", "FitNets (Romero et al. 2015), with Table 5's cost columns",
                              header, rows, notes, comparisons)
 

@@ -8,6 +8,7 @@ the control with n random frozen blocks; report top-1 on B's test set against n.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, 
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
+from distillab.recipes.preconditions import converged
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm
@@ -91,7 +93,11 @@ def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
 
     # Every transfer net minus base B on the same seed (same B data), with its interval.
     rows += [[f"Δ vs base B (pts, 95% CI), n={n}", *(fmt_interval(minus_base(acc[v][n])) for v in cfg.variants)] for n in ns]
-    comparisons = _claims(cfg, ns, acc, minus_base)
+    # Every claim is about base B's level: a base B that has not converged would make any transfer
+    # net look good or bad for the wrong reason (validation curves).
+    pre = (converged([study.run_dir("baseB", s) for s in cfg.seeds], "base B"),
+           converged([study.run_dir("baseA", s) for s in cfg.seeds], "base A"))
+    comparisons = [dataclasses.replace(c, preconditions=pre) for c in _claims(cfg, ns, acc, minus_base)]
     plot = line_plot(out / "layer_transfer", f"Layer transfer on {cfg.data.source} ({cfg.split.split} split)",
                      "layer n at which the network is chopped and retrained", "top-1 accuracy on B (test)",
                      ns, {v: [acc[v][n] for n in ns] for v in cfg.variants}, {"baseB": base_b}, xticks=ns)
@@ -104,7 +110,7 @@ def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
 def _claims(cfg: LayerTransferRecipe, ns: list[int], acc: dict[str, dict[int, list[float]]],
             minus_base: Any) -> list[Comparison]:
     """The paper's findings as paired comparisons against base B (fixed before seeing results):
-    AnB falls at the top (specificity), BnB dips in the middle (fragile co-adaptation, n = 3..5
+    AnB falls at the top (specificity; the primary claim), BnB dips in the middle (fragile co-adaptation, n = 3..5
     averaged per seed), AnB+ ends above base (the lasting boost, averaged over every n), and random
     frozen layers collapse at the top."""
     top, out = max(ns), []
@@ -114,7 +120,7 @@ def _claims(cfg: LayerTransferRecipe, ns: list[int], acc: dict[str, dict[int, li
 
     middle = [n for n in (3, 4, 5) if n in ns]
     if "AnB" in acc:
-        out.append(Comparison(f"AnB (n={top}) − base B", minus_base(acc["AnB"][top]), -1))
+        out.append(Comparison(f"AnB (n={top}) − base B", minus_base(acc["AnB"][top]), -1, primary=True))
     if "BnB" in acc and middle:
         out.append(Comparison(f"BnB (mean of n={min(middle)}..{max(middle)}) − base B",
                               minus_base(mean_over("BnB", middle)), -1))

@@ -18,6 +18,7 @@ from pydantic import Field
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.engine.run import RunSpec
 from distillab.models import num_blocks
+from distillab.recipes.preconditions import converged
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm
@@ -83,9 +84,14 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
     shortest = min(cfg.schedules)
     # The paper: pre-training converges faster (ahead on the short schedule); from scratch catches
     # up given a long enough schedule (no difference on the longest).
-    comparisons = [Comparison(f"pre-trained − random init, {shortest}x", gains[shortest], +1)]
+    # Primary (declared before any run): pre-trained init is ahead on the shortest schedule; needs a
+    # pre-training run that converged (validation).
+    pre = (converged([study.run_dir("pretrain", s) for s in cfg.seeds], "pre-training"),)
+    comparisons = [Comparison(f"pre-trained − random init, {shortest}x", gains[shortest], +1, primary=True,
+                              preconditions=pre)]
     if longest != shortest:
-        comparisons.append(Comparison(f"pre-trained − random init, {longest}x", gains[longest], 0))
+        comparisons.append(Comparison(f"pre-trained − random init, {longest}x", gains[longest], 0,
+                                      preconditions=pre))
     rows.append(["pre-trained − random (pts, 95% CI)", *(fmt_interval(gains[k]) for k in cfg.schedules)])
     return study.write_table("results", "He et al. 2019: random init vs pre-trained init across schedules",
                              header, rows, notes, comparisons)

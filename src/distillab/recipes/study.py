@@ -75,6 +75,11 @@ class Study:
                           f"({summary['test_errors']} errors){' — ' + note if note else ''}")
         return summary
 
+    def await_results(self, summaries: list[dict[str, Any]]) -> None:
+        """Called by a recipe before a choice that depends on these runs' results (a tuning grid).
+        Training runs in order, so the results are here; a planning study stops at this point
+        until they are (engine/plan.py)."""
+
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
         """Test metrics of the average of the probabilities of finished runs ``names`` (seed ``seed``)."""
         from distillab.engine.checkpoint import read_model_spec
@@ -96,7 +101,10 @@ class Study:
         assessed = assess(comparisons)
         if comparisons:
             good = sum(a.verdict in GOOD for a in assessed)
-            md += f"**Verdict: {overall_verdict(comparisons)}** ({good} of {len(comparisons)} claims).\n\n"
+            primary = next((c.label for c in comparisons if c.primary), None)
+            what = f"primary claim: {primary}; " if primary else ""
+            md += (f"**Verdict: {overall_verdict(comparisons)}** ({what}{good} of {len(comparisons)} claims "
+                   f"reproduced or consistent).\n\n")
         md += f"{markdown_table(header, rows)}\n"
         if notes:
             md += f"\n{notes}\n"

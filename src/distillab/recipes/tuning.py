@@ -71,26 +71,35 @@ def with_overrides(spec: RunSpec, values: dict[str, Any], where: str) -> RunSpec
         raise UserError(f"{where}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def tune(study: Any, cfg: TuneConfig, arm: str, spec: RunSpec, seed_key: str) -> tuple[RunSpec, list[list[str]]]:
-    """The spec the table's seeds should run for ``arm``: ``spec`` itself when the arm has no grid,
-    else the grid point with the best validation accuracy at the pilot seed. Also returns rows
-    (arm, values, val acc, chosen) for the study's tuning table."""
-    grid = cfg.grid.get(arm)
-    if not grid:
-        return spec, []
-    if not spec.data.val_size:
-        raise UserError(f"tune.grid.{arm}: tuning chooses on validation accuracy; set data.val_size > 0")
-    keys = list(grid)
-    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
-    scored = []
-    for i, point in enumerate(points):
-        trial = with_overrides(spec, point, f"tune.grid.{arm}")
-        s = study.run(f"tune/{arm}/t{i}", trial, cfg.seed, seed_key=f"tune/{seed_key}")
-        scored.append((s.get("val_acc") or 0.0, i, trial, point))
-    best = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the first point listed
-    rows = [[arm, ", ".join(f"{k}={v}" for k, v in point.items()), f"{100 * val:.2f}", "✓" if i == best[1] else ""]
-            for val, i, _, point in scored]
-    return best[2], rows
+def tune(study: Any, cfg: TuneConfig, specs: dict[str, RunSpec],
+         seed_key: str) -> tuple[dict[str, RunSpec], list[list[str]]]:
+    """The specs the table's seeds should run: for each arm with a grid, its point with the best
+    validation accuracy at the pilot seed (the others unchanged). Every arm's trials are asked for
+    before any choice, so an executor can train them all at once; trials of every arm share
+    ``seed_key`` (same init and batch order per point: common random numbers). Also returns rows
+    (arm, point, val acc, chosen) for the study's tuning table."""
+    trials: dict[str, list[tuple[dict, RunSpec, dict[str, Any]]]] = {}
+    for arm, spec in specs.items():
+        grid = cfg.grid.get(arm)
+        if not grid:
+            continue
+        if not spec.data.val_size:
+            raise UserError(f"tune.grid.{arm}: tuning chooses on validation accuracy; set data.val_size > 0")
+        keys = list(grid)
+        for i, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
+            point = dict(zip(keys, combo, strict=True))
+            trial = with_overrides(spec, point, f"tune.grid.{arm}")
+            summary = study.run(f"tune/{arm}/t{i}", trial, cfg.seed, seed_key=f"tune/{seed_key}")
+            trials.setdefault(arm, []).append((summary, trial, point))
+    study.await_results([s for arm in trials for s, _, _ in trials[arm]])
+    chosen, rows = dict(specs), []
+    for arm, scored in trials.items():
+        # Validation accuracy only; ties go to the first point listed.
+        best = max(range(len(scored)), key=lambda i: (scored[i][0].get("val_acc") or 0.0, -i))
+        chosen[arm] = scored[best][1]
+        rows += [[arm, ", ".join(f"{k}={v}" for k, v in point.items()), f"{100 * (s.get('val_acc') or 0.0):.2f}",
+                  "✓" if i == best else ""] for i, (s, _, point) in enumerate(scored)]
+    return chosen, rows
 
 
 def tuning_table(rows: list[list[str]], cfg: TuneConfig) -> str:

@@ -1,0 +1,56 @@
+"""Equal-effort tuning: every arm gets the same validation trials at a pilot seed, the best point
+on validation is what the table's seeds run, and the plan stops where the choice needs results."""
+
+import json
+
+import yaml
+
+from distillab.cli import main
+from distillab.config import validate
+from distillab.engine.plan import plan_study
+from distillab.recipes import RECIPES
+
+CFG = {"recipe": "benchmark", "data": {"source": "digits", "val_size": 200, "batch_size": 64}, "seeds": [0],
+       "teacher": {"model": {"name": "mlp:64"}, "train": {"epochs": 2, "optim": {"lr": 0.1}}},
+       "student": {"model": {"name": "mlp:16"}, "train": {"epochs": 2, "optim": {"lr": 0.1}}},
+       "methods": {"KD": {"name": "kd"}},
+       "tune": {"seed": 100, "grid": {"student": {"train.optim.lr": [0.001, 0.2]},
+                                      "KD": {"method.temperature": [2, 4]}}}}
+
+
+def test_each_arm_runs_its_grid_on_validation_and_the_seeds_use_the_best_point(tmp_path, capsys):
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(CFG))
+    out = tmp_path / "o"
+    assert main(["run", str(tmp_path / "b.yaml"), "--out", str(out), "--quiet"]) == 0
+    trials = {arm: [json.loads((out / "tune" / arm / f"t{i}" / "seed100" / "summary.json").read_text())
+                    for i in range(2)] for arm in ("student", "KD")}
+    best_lr = [0.001, 0.2][max(range(2), key=lambda i: trials["student"][i]["val_acc"])]
+    final = yaml.safe_load((out / "student" / "seed0" / "config.yaml").read_text())
+    assert final["train"]["optim"]["lr"] == best_lr
+    best_t = [2, 4][max(range(2), key=lambda i: trials["KD"][i]["val_acc"])]
+    kd = yaml.safe_load((out / "KD" / "seed0" / "config.yaml").read_text())
+    assert kd["method"]["temperature"] == best_t and kd["method"]["teacher"] == [str(out / "teacher" / "seed0")]
+    md = (out / "results.md").read_text()
+    assert "Tuning on validation (pilot seed 100" in md and "train.optim.lr=0.2" in md and "✓" in md
+    assert not (out / "tune" / "student" / "t0" / "seed0").exists()  # trials only at the pilot seed
+
+
+def test_planning_stops_where_the_choice_needs_results(tmp_path):
+    cls, module = RECIPES["benchmark"]
+    plan = plan_study(validate(cls, CFG), module, tmp_path / "o")
+    assert not plan.complete
+    names = [r.name for r in plan]
+    # every arm's trials are planned before the choice that needs their results
+    assert names == ["teacher", "tune/student/t0", "tune/student/t1", "tune/KD/t0", "tune/KD/t1"]
+
+
+def test_unequal_effort_is_refused(tmp_path, capsys):
+    bad = {**CFG, "tune": {"grid": {"student": {"train.optim.lr": [0.01]}, "KD": {"method.temperature": [2, 4]}}}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["run", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "same number of trials" in err and "Traceback" not in err
+    typo = {**CFG, "tune": {"grid": {"student": {"train.optim.lrr": [0.01, 0.1]}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(typo))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert "train.optim.lrr: no such key" in capsys.readouterr().err
