@@ -54,3 +54,28 @@ def test_unequal_effort_is_refused(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(typo))
     assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
     assert "train.optim.lrr: no such key" in capsys.readouterr().err
+
+
+def test_an_executor_trains_the_grid_then_plans_the_chosen_runs(tmp_path, monkeypatch):
+    # run_study_on_ray with Ray replaced by in-process training: the first plan stops at the
+    # choice, the second (with the trials' real results) plans the table's runs at the chosen point.
+    from distillab.engine import plan as plan_mod
+    from distillab.engine.run import execute_run
+
+    parts = []
+
+    def train_locally(plan, **_):
+        parts.append([r.name for r in plan])
+        for r in plan:
+            execute_run(r.spec, r.seed, r.run_dir, run_seed=r.run_seed)
+
+    monkeypatch.setattr(plan_mod, "run_on_ray", train_locally)
+    cls, module = RECIPES["benchmark"]
+    out = tmp_path / "o"
+    plan_mod.run_study_on_ray(validate(cls, CFG), module, out)
+    assert len(parts) == 2 and parts[0][-1] == "tune/KD/t1"
+    assert {"student", "KD", "teacher"} <= set(parts[1])
+    trials = [json.loads((out / "tune" / "student" / f"t{i}" / "seed100" / "summary.json").read_text())
+              for i in range(2)]
+    best_lr = [0.001, 0.2][max(range(2), key=lambda i: trials[i]["val_acc"])]
+    assert yaml.safe_load((out / "student" / "seed0" / "config.yaml").read_text())["train"]["optim"]["lr"] == best_lr
