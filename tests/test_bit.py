@@ -126,12 +126,20 @@ def test_bit_study_end_to_end(tmp_path, capsys):
                       "classes": {"split": "random", "seed": 0, "part": p}}
     cfg = {"recipe": "bit", "upstream": {"data": half("A"), "train": {"epochs": 2, "optim": {"lr": 0.05}}},
            "downstream": dict(half("B"), batch_size=8), "model": {"name": "bit:R14x1", "kwargs": SMALL},
-           "shots": [1, "all"], "hyperrule": {"schedule_scale": 0.04, "resolution": "native"}, "seeds": [0]}
+           "shots": [1, "all"], "hyperrule": {"schedule_scale": 0.04, "resolution": "native"}, "seeds": [0],
+           "tuning": {"lrs": [0.01], "lengths": [1], "shots": [1]}}
     path = tmp_path / "b.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 0
+    # Equal effort: the pre-trained arm runs the same grid point as the from-scratch one, and the
+    # primary claim compares the two tuned arms.
+    for arm in ("GN+WS-source", "GN+WS-none"):
+        assert (tmp_path / "o" / arm / "1-shot" / "lr0.01-x1" / "seed0" / "summary.json").is_file()
+    assert not (tmp_path / "o" / "BN-source" / "1-shot" / "lr0.01-x1").exists()
     md = (tmp_path / "o" / "results.md").read_text()
-    for row in ("GN+WS, upstream: source", "BN, upstream: source", "GN+WS, upstream: none", "1-shot", "all"):
+    for row in ("GN+WS, upstream: source (lr, length tuned on val)", "BN, upstream: source (rule)",
+                "GN+WS, upstream: none (lr, length tuned on val)", "1-shot", "all",
+                "primary: source − none (both tuned), 1-shot"):
         assert row in md
     assert (tmp_path / "o" / "shots.png").is_file()
     one_shot = yaml.safe_load((tmp_path / "o" / "GN+WS-source" / "1-shot" / "seed0" / "config.yaml").read_text())
