@@ -67,6 +67,9 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     if data_dir:
         set_data_dir(cfg, data_dir)
     preflight(cfg)
+    from distillab.recipes.study import check_study_folder
+
+    check_study_folder(out)  # before any run: --out must be new, empty or distillab's own
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
     if executor and executor.get("kind") == "ray":
@@ -75,7 +78,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         out = out.resolve()  # Ray workers may run in another directory (or on another machine)
         run_on_ray(plan_study(cfg, module, out), address=executor.get("address"), cpus=executor.get("cpus", 1),
                    gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=resume,
-                   keep_checkpoints=keep_checkpoints, restart=restart,
+                   keep_checkpoints=keep_checkpoints, restart=restart, study_dir=out,
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
@@ -275,6 +278,13 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
     if not (args.onnx or args.torchscript):
         raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
+    targets = [(flag, Path(f)) for flag, f in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if f]
+    if len(targets) == 2 and targets[0][1].resolve() == targets[1][1].resolve():
+        raise UserError("--onnx and --torchscript name the same file; give two names")
+    for flag, target in targets:  # an export never replaces a file (a run's own model, the user's files)
+        if target.exists() or target.is_symlink():
+            raise UserError(f"{flag} {target} already exists; distillab export never replaces a file: remove it "
+                            f"or choose a new name")
     model, shape = load_student(args.run)
     if args.onnx:
         diff = export_onnx(model, shape, args.onnx)
@@ -445,6 +455,10 @@ def cmd_data_pack(args: argparse.Namespace, console: Console) -> None:
 
     if args.shard_size < 1 or args.val < 0 or (args.limit is not None and args.limit < 1):
         raise UserError("data pack: --shard-size and --limit must be positive, --val non-negative")
+    if not 4 <= args.image_size <= 4096:
+        raise UserError(f"data pack: --image-size {args.image_size} must be between 4 and 4096 pixels")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"data pack: --seed {args.seed} must be between 0 and 2**32 - 1")
     meta = pack(args.source, Path(args.out), shard_size=args.shard_size, val=args.val, seed=args.seed,
                 data_dir=args.data_dir, image_size=args.image_size, limit=args.limit)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())

@@ -119,10 +119,12 @@ def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, s
 
     from distillab.data.splits import train_val_indices
 
-    out.mkdir(parents=True, exist_ok=True)
-    if any(out.glob("*.tar")):
-        raise UserError(f"data pack: {out} already holds shards; choose an empty folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"data pack: {out} is a file; choose an empty (or new) folder")
+    if out.is_dir() and any(out.iterdir()):  # never over anything already there: shards, a meta.json, …
+        raise UserError(f"data pack: {out} is not empty; choose an empty (or new) folder")
     _, n_train, _ = _examples(source, "train", data_dir, image_size, None)
+    out.mkdir(parents=True, exist_ok=True)
     tr, va = train_val_indices(n_train, val, seed) if val else (torch.randperm(
         n_train, generator=torch.Generator().manual_seed(seed)), torch.empty(0, dtype=torch.long))
     if limit is not None:  # a seeded random subset (train_val_indices returns the indices sorted)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,36 @@ def read_train_state(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         state = json.loads(p.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise UserError(f"training state {p} is corrupt; delete it to restart the run") from None
     if not isinstance(state, dict) or not {"epoch", "file", "param_groups", "optim_scalars"} <= set(state):
         raise UserError(f"training state {p} is incomplete; delete it (and the ckpt-* files) to restart the run")
+    problem = _state_problem(state)
+    if problem:
+        raise UserError(f"training state {p} is corrupt ({problem}); rerun with --restart to discard the run")
     return state
+
+
+_CKPT_NAME = re.compile(r"ckpt-(\d{4,9})\.safetensors")
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed state.json, or None. Its ``file`` is only ever a checkpoint name
+    this module writes (never a path: resume deletes the previous one), for the same epoch."""
+    epoch, file = state["epoch"], state["file"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return f"epoch {epoch!r} is not a positive integer"
+    m = _CKPT_NAME.fullmatch(file) if isinstance(file, str) else None
+    if m is None or int(m.group(1)) != epoch:
+        return f"file {file!r} is not ckpt-{epoch:04d}.safetensors"
+    groups, scalars = state["param_groups"], state["optim_scalars"]
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        return "param_groups is not a list of optimiser groups"
+    if not isinstance(scalars, dict) or not all(
+            isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in scalars.items()):
+        return "optim_scalars is not a mapping of parameter indices"
+    return None
 
 
 def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -180,8 +206,14 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, idx, key = k.split(".", 2)
+            if not idx.isdigit():
+                raise UserError(f"checkpoint {run_dir / state['file']} holds a malformed optimiser key {k!r}")
             opt_state.setdefault(int(idx), {})[key] = v
     for idx, sc in state["optim_scalars"].items():
         opt_state.setdefault(int(idx), {}).update(sc)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart") from None
     return state

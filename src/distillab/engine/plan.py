@@ -103,13 +103,15 @@ def _train_task(spec_yaml: str, seed: int, run_dir: str, run_seed: int, options:
         importlib.import_module(name)
     torch.set_num_threads(threads)
     spec = RunSpec.model_validate(yaml.safe_load(spec_yaml))
-    execute_run(spec, seed, Path(run_dir), run_seed=run_seed, **options)
+    study_dir = options.get("study_dir")
+    execute_run(spec, seed, Path(run_dir), run_seed=run_seed, study_dir=study_dir and Path(study_dir),
+                **{k: v for k, v in options.items() if k != "study_dir"})
     return run_dir
 
 
 def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int = 1, gpus: float = 0,
                imports: list[str] | None = None, resume: bool = True, keep_checkpoints: bool = False,
-               restart: bool = False, log: Any = print) -> None:
+               restart: bool = False, log: Any = print, study_dir: Path | None = None) -> None:
     """Train every planned run as a Ray task with ``cpus`` / ``gpus`` each, as soon as its inputs
     exist. ``address``: an existing cluster (``ray start --head`` prints it); None starts a local
     Ray on this machine. Run folders must be on storage every node sees (a shared filesystem)."""
@@ -123,7 +125,8 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     task = ray.remote(_train_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-    options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart}
+    options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart,
+               "study_dir": None if study_dir is None else str(study_dir)}
     refs: list[Any] = []
     for r in plan:
         refs.append(task.remote(dump_yaml(r.spec), r.seed, str(r.run_dir), r.run_seed, options, imports or [],

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from distillab.config import DataConfig, Strict
+from distillab.config import DataConfig, Strict, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods import MethodConfig
 from distillab.profile import human
@@ -33,7 +33,7 @@ VERDICT = {"reproduced": "helps", "not reproduced": "hurts", "inconclusive": "in
 class BenchmarkRecipe(Strict):
     recipe: Literal["benchmark"] = "benchmark"
     data: DataConfig = DataConfig()
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     teacher: Role
     student: Role = Field(description="architecture and schedule shared by the student alone and every method")
     methods: dict[str, MethodConfig] = Field(min_length=1, description="row label → method config")

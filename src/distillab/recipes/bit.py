@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from distillab import bit_hyperrule
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.data import prepare_data
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
@@ -64,7 +64,7 @@ class BiTRecipe(Strict):
     hyperrule: HyperRule = HyperRule()
     scratch: ScratchTuning = ScratchTuning()
     bn_twin: bool = Field(True, description="also fine-tune the BatchNorm twin from its own upstream run")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def _variants(cfg: BiTRecipe) -> dict[str, ModelConfig]:
@@ -155,6 +155,7 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     rows = [[lab, *(fmt_pm(acc[lab][c], 2, 100) for c in cols)] for lab in labels]
     rows.append(["scratch lr, length chosen", *(f"{chosen[c][0]:g}, {chosen[c][1]:g}x" for c in cols)])
     xs = list(range(len(cols)))
+    study.claim_files(["shots.png", "shots.svg"])  # never over a file of the user's
     plot = line_plot(out / "shots", "BiT: downstream accuracy vs examples per class", "examples per class",
                      "top-1 test accuracy", xs, {lab: [acc[lab][c] for c in cols] for lab in labels},
                      xticks=xs, xticklabels=cols)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
@@ -44,7 +44,7 @@ class LayerTransferRecipe(Strict):
     ns: list[int] | None = Field(None, description="block counts to transfer; default 1..L, L = every "
                                                    "transferable block below the head")
     variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS))
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def _check(cfg: LayerTransferRecipe) -> list[int]:
@@ -92,6 +92,7 @@ def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
     # Every transfer net minus base B on the same seed (same B data), with its interval.
     rows += [[f"Δ vs base B (pts, 95% CI), n={n}", *(fmt_interval(minus_base(acc[v][n])) for v in cfg.variants)] for n in ns]
     comparisons = _claims(cfg, ns, acc, minus_base)
+    study.claim_files(["layer_transfer.png", "layer_transfer.svg"])  # never over a file of the user's
     plot = line_plot(out / "layer_transfer", f"Layer transfer on {cfg.data.source} ({cfg.split.split} split)",
                      "layer n at which the network is chopped and retrained", "top-1 accuracy on B (test)",
                      ns, {v: [acc[v][n] for n in ns] for v in cfg.variants}, {"baseB": base_b}, xticks=ns)
