@@ -93,10 +93,22 @@ def _import_modules(names: list[str]) -> None:
     import importlib
 
     for name in names or []:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise UserError(f"--import {name!r}: not an absolute module name such as mypkg.models")
         try:
             importlib.import_module(name)
         except ImportError as e:
             raise UserError(f"--import {name}: {e}") from None
+        except SyntaxError as e:
+            raise UserError(f"--import {name}: syntax error in {e.filename} line {e.lineno}") from None
+        except Exception as e:  # noqa: BLE001 - the module's own code raised while importing
+            where = ""
+            tb = e.__traceback__
+            while tb is not None:  # the innermost frame in the user's code names the place
+                where = f" ({tb.tb_frame.f_code.co_filename} line {tb.tb_lineno})"
+                tb = tb.tb_next
+            raise UserError(f"--import {name}: the module raised {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}{where}") from None
 
 
 def _provenance(cfg: BaseModel, command: str | None) -> str:
@@ -114,6 +126,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else default_out(Path(args.config))
     executor = None
+    import math
+
+    if not (math.isfinite(args.ray_cpus) and args.ray_cpus > 0) or not (math.isfinite(args.ray_gpus) and args.ray_gpus >= 0):
+        raise UserError(f"--ray-cpus must be > 0 and --ray-gpus >= 0 (got {args.ray_cpus:g} and {args.ray_gpus:g})")
     if args.executor == "ray":
         executor = {"kind": "ray", "address": args.address, "cpus": args.ray_cpus, "gpus": args.ray_gpus,
                     "imports": args.imports or []}
@@ -232,9 +248,17 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
         if not graph.input:
             raise UserError(f"{path} has no graph input to feed")
         params = sum(int(__import__("numpy").prod(t.dims)) for t in graph.initializer)
-        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
+        all_dims = list(graph.input[0].type.tensor_type.shape.dim)
+        if all_dims and len(all_dims) != 4:  # profile feeds (N, C, H, W) image batches
+            raise UserError(f"{path} takes a rank-{len(all_dims)} input; profile times image models "
+                            f"(N x C x H x W)")
+        dims = [d.dim_value for d in all_dims][1:]
         shape = tuple(dims) if len(dims) == 3 and all(dims) else _parse_shape(args.input_shape)
-        b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), args.repeats)
+        try:
+            b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), args.repeats)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (unknown op, bad graph)
+            first = str(e).splitlines()[0][:160] if str(e) else ""
+            raise UserError(f"{path} cannot be run by onnxruntime ({type(e).__name__}: {first})") from None
         return Cost(path.name, params, None, b1[0], b256[0], b1[1:], b256[1:])
     if path.is_dir() or path.suffix == ".safetensors":
         from distillab.export import load_student

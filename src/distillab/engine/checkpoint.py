@@ -88,9 +88,45 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
         spec = json.loads(meta["distillab"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as e:
         raise UserError(f"model checkpoint {p} is not a distillab model file ({type(e).__name__})") from None
+    problem = _spec_problem(spec)
+    if problem:
+        raise UserError(f"model checkpoint {p} has a malformed model spec ({problem})")
     return p, spec
+
+
+def _finite_list(v: Any, n: int) -> bool:
+    import math
+
+    return isinstance(v, list) and len(v) == n and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+
+
+def _spec_problem(spec: Any) -> str | None:
+    """What is wrong with the model spec stored in a safetensors header, or None."""
+    if not isinstance(spec, dict):
+        return f"a {type(spec).__name__}, not a mapping"
+    def is_int(k: str, lo: int, hi: int) -> bool:
+        v = spec.get(k)
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
+        return "name must be a model name and kwargs a mapping"
+    for key, hi in (("num_classes", 1_000_000), ("in_chans", 64), ("img_size", 4096)):
+        if not is_int(key, 1, hi):
+            return f"{key} {spec.get(key)!r} is not an integer in 1..{hi}"
+    if "data" in spec and not isinstance(spec["data"], str):
+        return "data is not a source name"
+    if "classes" in spec and not (isinstance(spec["classes"], list) and len(spec["classes"]) == spec["num_classes"]):
+        return f"classes is not a list of {spec['num_classes']} class names"
+    norm = spec.get("normalize")
+    if norm is not None:
+        if not (isinstance(norm, dict) and _finite_list(norm.get("mean"), spec["in_chans"])
+                and _finite_list(norm.get("std"), spec["in_chans"])):
+            return f"normalize is not a mean and std of {spec['in_chans']} finite numbers"
+        if any(x <= 0 for x in norm["std"]):
+            return "normalize.std holds a value <= 0 (inputs would be divided by zero)"
+    return None
 
 
 def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tuple[int, ...] | None = None,
@@ -112,8 +148,17 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
                         f"the data has {in_shape[0]}x{in_shape[-1]}px")
     # The saved weights replace everything: do not reload a pretrained file named in the kwargs.
     kwargs = {k: v for k, v in spec["kwargs"].items() if k != "checkpoint"}
-    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
     tensors = _load_tensors(p)
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:  # else the first step reports a NaN loss and blames the learning rate
+        raise UserError(f"checkpoint {p} holds NaN or infinite weights ({bad}); retrain the model it came from")
+    try:
+        model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
+    except UserError as e:
+        raise UserError(f"model checkpoint {p}: {e}") from None
+    except (MemoryError, RuntimeError, TypeError, ValueError) as e:
+        raise UserError(f"model checkpoint {p}: its model spec {spec['name']!r} cannot be built "
+                        f"({type(e).__name__})") from None
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

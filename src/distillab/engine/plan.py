@@ -123,7 +123,14 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
     from distillab.config import dump_yaml
 
     if not ray.is_initialized():
+        if address:
+            _probe(address)  # ray.init would retry an unreachable address for ever
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    have = ray.cluster_resources()
+    for kind, want in (("CPU", cpus), ("GPU", gpus)):
+        if want and have.get(kind, 0) < want:  # a task no node can take would wait for ever
+            raise UserError(f"--ray-{kind.lower()}s {want:g}: the Ray cluster has {have.get(kind, 0):g} {kind}(s) in "
+                            f"all; no run could ever start")
     task = ray.remote(_train_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
     options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart,
                "study_dir": None if study_dir is None else str(study_dir)}
@@ -147,6 +154,23 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
                 ray.cancel(ref)
             raise UserError(f"a run failed on Ray: {str(cause).splitlines()[0]}") from None
         log(f"ray: finished {finished} ({len(refs) - len(pending)}/{len(refs)})")
+
+
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail in ``timeout`` seconds, with one line, when nothing answers at a Ray ``HOST:PORT``."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto":
+        return
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
+                        f"({e.strerror or type(e).__name__}); start one with `ray start --head`") from None
 
 
 def _refuse_unfinished(plan: list[PlannedRun], resume: bool, restart: bool) -> None:
