@@ -74,12 +74,17 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
         b = as_batch(item).to(device)
         x, y = b.x, b.y
         logits = model(x).float()
+        if y.numel() and (y.min() < 0 or y.max() >= logits.shape[1]):
+            raise UserError(f"evaluation label {int(y.max() if y.max() >= logits.shape[1] else y.min())} is outside "
+                            f"the model's {logits.shape[1]} classes (0..{logits.shape[1] - 1})")
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         k = min(5, logits.shape[1])
         correct5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
         n += len(y)
     model.train(was_training)
+    if n == 0:
+        raise UserError("the evaluation data is empty (no batches)")
     return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
 
 
