@@ -45,6 +45,11 @@ def c_name_backslash(t):
     return ["run", _yaml(t, {**BASE, "name": "..\\..\\x"}), "--out", str(t / "out")], "name"
 def c_name_empty(t):
     return ["run", _yaml(t, {**BASE, "name": ""}), "--out", str(t / "out")], "name"
+def c_benchmark_label_dotdot(t):
+    bench = {"recipe": "benchmark", "data": BASE["data"], "seeds": [0],
+             "teacher": {"model": {"name": "mlp:8"}, "train": {"epochs": 1}},
+             "student": {"model": {"name": "mlp:4"}, "train": {"epochs": 1}}, "methods": {"..": {"name": "kd"}}}
+    return ["run", _yaml(t, bench), "--out", str(t / "out")], "label '..'"
 def c_state_file_outside(t):
     cfg, run = _unfinished_run(t)
     victim = t / "victim.safetensors"

@@ -42,8 +42,9 @@ class BenchmarkRecipe(Strict):
     @classmethod
     def _labels(cls, v: dict[str, MethodConfig]) -> dict[str, MethodConfig]:
         for label, m in v.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
-                raise ValueError(f"label {label!r}: use letters, digits, '_', '.', '+', '-' (it names a folder)")
+            if not re.fullmatch(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*", label):  # no '.', '..' or hidden name
+                raise ValueError(f"label {label!r}: use letters, digits, '_', '.', '+', '-', not starting with '.' "
+                                 f"(it names a folder)")
             if getattr(m, "teacher", None):
                 raise ValueError(f"{label}: the benchmark trains its own teacher; remove 'teacher'")
             if label in ("teacher", "student"):
