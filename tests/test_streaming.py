@@ -34,7 +34,7 @@ def test_pack_writes_splits_counts_and_constants(shards, capsys):
     # the 1,238 packed for training: close, not equal
     assert meta["mean"][0] == pytest.approx(memory.mean[0], abs=0.01)
     assert main(["data", "pack", "digits", str(shards)]) == 2  # never overwrites shards
-    assert "already holds shards" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
 
 
 def _indices(loader: StreamLoader, epoch: int) -> list[int]:

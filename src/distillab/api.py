@@ -94,6 +94,7 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     if teacher is not None:
         members = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
         t = Teacher([m.to(dev) for m in members])
+    _check_classes(student, t, train, probe)
     ctx = Context(in_shape=tuple(probe.x.shape[1:]), teacher=t, num_train=getattr(train, "num_examples", 0),
                   epochs=tcfg.epochs)
     torch.manual_seed(seed)  # connectors' init
@@ -111,6 +112,32 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
             lock.release()
     metrics = _evaluate(objective.eval_model(), val) if val is not None else None
     return FitResult(student, objective, history, metrics)
+
+
+@torch.no_grad()
+def _check_classes(student: nn.Module, teacher: Teacher | None, train: Any, probe: Any) -> None:
+    """The student's classes (its output size on the first batch) bound every label, and every
+    teacher predicts as many classes — else the loss fails deep inside torch."""
+    from distillab.engine.trainer import _device_of
+
+    dev = _device_of(student)
+    was = student.training
+    student.eval()  # no BatchNorm statistics updated, no dropout drawn
+    try:
+        classes = student(probe.x[:2].to(dev)).shape[-1]
+    finally:
+        student.train(was)
+    for i, m in enumerate(teacher.members if teacher is not None else []):
+        tc = m(probe.x[:2].to(dev)).shape[-1]
+        if tc != classes:
+            raise UserError(f"teacher {i} predicts {tc} classes, the student {classes}; distil between models of "
+                            f"the same classes")
+    y = torch.as_tensor(probe.y)
+    if y.numel() and (y.min() < 0 or y.max() >= classes):
+        raise UserError(f"a training label is {int(y.max() if y.max() >= classes else y.min())}, outside the "
+                        f"student's {classes} classes (0..{classes - 1})")
+    if isinstance(train, DatasetLoader):
+        train.check_labels_below(classes)
 
 
 def _claim_api_run(folder: Path, cfg: Any, tcfg: TrainConfig, seed: int, objective: Objective) -> None:

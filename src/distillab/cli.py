@@ -67,6 +67,9 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     if data_dir:
         set_data_dir(cfg, data_dir)
     preflight(cfg)
+    from distillab.recipes.study import check_study_folder
+
+    check_study_folder(out)  # before any run: --out must be new, empty or distillab's own
     if not quiet:
         console.print(f"[bold]{name}[/] → {out}")
     if executor and executor.get("kind") == "ray":
@@ -75,7 +78,7 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
         out = out.resolve()  # Ray workers may run in another directory (or on another machine)
         run_study_on_ray(cfg, module, out, address=executor.get("address"), cpus=executor.get("cpus", 1),
                    gpus=executor.get("gpus", 0), imports=executor.get("imports"), resume=resume,
-                   keep_checkpoints=keep_checkpoints, restart=restart,
+                   keep_checkpoints=keep_checkpoints, restart=restart, study_dir=out,
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
@@ -90,10 +93,22 @@ def _import_modules(names: list[str]) -> None:
     import importlib
 
     for name in names or []:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise UserError(f"--import {name!r}: not an absolute module name such as mypkg.models")
         try:
             importlib.import_module(name)
         except ImportError as e:
             raise UserError(f"--import {name}: {e}") from None
+        except SyntaxError as e:
+            raise UserError(f"--import {name}: syntax error in {e.filename} line {e.lineno}") from None
+        except Exception as e:  # noqa: BLE001 - the module's own code raised while importing
+            where = ""
+            tb = e.__traceback__
+            while tb is not None:  # the innermost frame in the user's code names the place
+                where = f" ({tb.tb_frame.f_code.co_filename} line {tb.tb_lineno})"
+                tb = tb.tb_next
+            raise UserError(f"--import {name}: the module raised {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}{where}") from None
 
 
 def _provenance(cfg: BaseModel, command: str | None) -> str:
@@ -111,6 +126,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else default_out(Path(args.config))
     executor = None
+    import math
+
+    if not (math.isfinite(args.ray_cpus) and args.ray_cpus > 0) or not (math.isfinite(args.ray_gpus) and args.ray_gpus >= 0):
+        raise UserError(f"--ray-cpus must be > 0 and --ray-gpus >= 0 (got {args.ray_cpus:g} and {args.ray_gpus:g})")
     if args.executor == "ray":
         executor = {"kind": "ray", "address": args.address, "cpus": args.ray_cpus, "gpus": args.ray_gpus,
                     "imports": args.imports or []}
@@ -229,9 +248,17 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
         if not graph.input:
             raise UserError(f"{path} has no graph input to feed")
         params = sum(int(__import__("numpy").prod(t.dims)) for t in graph.initializer)
-        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
+        all_dims = list(graph.input[0].type.tensor_type.shape.dim)
+        if all_dims and len(all_dims) != 4:  # profile feeds (N, C, H, W) image batches
+            raise UserError(f"{path} takes a rank-{len(all_dims)} input; profile times image models "
+                            f"(N x C x H x W)")
+        dims = [d.dim_value for d in all_dims][1:]
         shape = tuple(dims) if len(dims) == 3 and all(dims) else _parse_shape(args.input_shape)
-        b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), args.repeats)
+        try:
+            b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), args.repeats)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (unknown op, bad graph)
+            first = str(e).splitlines()[0][:160] if str(e) else ""
+            raise UserError(f"{path} cannot be run by onnxruntime ({type(e).__name__}: {first})") from None
         return Cost(path.name, params, None, b1[0], b256[0], b1[1:], b256[1:])
     if path.is_dir() or path.suffix == ".safetensors":
         from distillab.export import load_student
@@ -275,6 +302,13 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
     if not (args.onnx or args.torchscript):
         raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
+    targets = [(flag, Path(f)) for flag, f in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if f]
+    if len(targets) == 2 and targets[0][1].resolve() == targets[1][1].resolve():
+        raise UserError("--onnx and --torchscript name the same file; give two names")
+    for flag, target in targets:  # an export never replaces a file (a run's own model, the user's files)
+        if target.exists() or target.is_symlink():
+            raise UserError(f"{flag} {target} already exists; distillab export never replaces a file: remove it "
+                            f"or choose a new name")
     model, shape = load_student(args.run)
     if args.onnx:
         diff = export_onnx(model, shape, args.onnx)
@@ -445,6 +479,10 @@ def cmd_data_pack(args: argparse.Namespace, console: Console) -> None:
 
     if args.shard_size < 1 or args.val < 0 or (args.limit is not None and args.limit < 1):
         raise UserError("data pack: --shard-size and --limit must be positive, --val non-negative")
+    if not 4 <= args.image_size <= 4096:
+        raise UserError(f"data pack: --image-size {args.image_size} must be between 4 and 4096 pixels")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"data pack: --seed {args.seed} must be between 0 and 2**32 - 1")
     meta = pack(args.source, Path(args.out), shard_size=args.shard_size, val=args.val, seed=args.seed,
                 data_dir=args.data_dir, image_size=args.image_size, limit=args.limit)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())

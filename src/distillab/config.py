@@ -7,10 +7,10 @@ pieces they compose (data, model, optimisation) and the loading/validation plumb
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distillab.errors import UserError
 
@@ -18,16 +18,28 @@ from distillab.errors import UserError
 class Strict(BaseModel):
     """Base for all config models: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a float key of .inf or .nan is an error naming the key, not a NaN loss later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:  # one run counted twice gives a zero-width interval and a firm verdict from nothing
+        raise ValueError(f"seed {dup[0]} is listed twice; each seed is one independent run")
+    return seeds
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="a random seed, 0 <= seed < 2**32")]
+Seeds = Annotated[list[Seed], AfterValidator(_distinct)]
 
 
 class AugmentConfig(Strict):
     """Per-sample augmentation applied on whole batches (see :mod:`distillab.data.loader`)."""
 
-    jitter: int = Field(0, ge=0, description="random translation by up to this many pixels, zero fill")
-    crop_padding: int = Field(0, ge=0, description="random crop after reflect-padding by this many pixels")
+    jitter: int = Field(0, ge=0, le=1024, description="random translation by up to this many pixels, zero fill")
+    crop_padding: int = Field(0, ge=0, le=1024, description="random crop after reflect-padding by this many pixels")
     hflip: bool = False
-    crop: int | None = Field(None, ge=1, description="random crop of this size (evaluation: centre crop)")
+    crop: int | None = Field(None, ge=1, le=4096, description="random crop of this size (evaluation: centre crop)")
     resized_crop: tuple[float, float] | None = Field(
         None, description="random-resized crop: area fraction range, e.g. [0.35, 1.0] (aspect 3/4..4/3)")
 
@@ -49,7 +61,7 @@ class ClassSplitConfig(Strict):
 
     split: Literal["random", "semantic", "explicit"] = "random"
     part: Literal["A", "B"] = "A"
-    seed: int = 0
+    seed: Seed = 0
     a: list[str | int] | None = None
 
 
@@ -58,8 +70,8 @@ class DataConfig(Strict):
 
     source: str = "fashion-mnist"
     data_dir: str | None = None
-    image_size: int = Field(32, ge=4, description="side length images of imagefolder sources are resized to")
-    resize: int | None = Field(None, ge=4, description="resize every image to this side length once, in memory")
+    image_size: int = Field(32, ge=4, le=4096, description="side length images of imagefolder sources are resized to")
+    resize: int | None = Field(None, ge=4, le=4096, description="resize every image to this side length once, in memory")
     val_size: int = Field(5000, ge=0, description="examples held out of the training set for validation")
     train_subset: int | None = Field(None, ge=1, description="use only this many training examples (seeded)")
     classes: ClassSplitConfig | None = Field(None, description="keep only half A or B of the classes")

@@ -237,8 +237,7 @@ def _load_digits(test_fraction: float = 0.2) -> Dataset:
 # ---------------------------------------------------------------- image folders
 def _load_imagefolder(path: str, image_size: int) -> Dataset:
     """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*``, resized to ``image_size``."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets import ImageFolder
+    from distillab.data.images import list_images, read_image
 
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -249,20 +248,13 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
         raise UserError(f"data imagefolder: {root} needs train/ and test/ (or val/) subfolders of class folders")
 
     def load(folder: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        try:
-            ds = ImageFolder(str(folder))
-        except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"data imagefolder: {folder}: {e}") from None
-        if classes is not None and ds.classes != classes:
+        samples, found = list_images(folder)  # symlink loops, FIFOs, 16-bit images and bombs handled
+        if classes is not None and found != classes:
             raise UserError(f"data imagefolder: class folders of {folder} differ from those of {train_dir}")
-        xs = np.empty((len(ds), image_size, image_size, 3), dtype=np.uint8)
-        for i, (p, _) in enumerate(ds.samples):
-            try:
-                with Image.open(p) as im:
-                    xs[i] = np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-            except (UnidentifiedImageError, OSError):
-                raise UserError(f"data imagefolder: cannot read image {p}") from None
-        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets), ds.classes
+        xs = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
+        for i, (p, _) in enumerate(samples):
+            xs[i] = read_image(p, image_size)
+        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples]), found
 
     xtr, ytr, classes = load(train_dir, None)
     xte, yte, _ = load(test_dir, classes)

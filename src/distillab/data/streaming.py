@@ -46,6 +46,9 @@ def read_meta(root: Path) -> dict[str, Any]:
         raise UserError(f"data webdataset: {path} is corrupt") from None
     if not isinstance(meta, dict) or not {"classes", "shape", "counts", "shards", "mean", "std"} <= set(meta):
         raise UserError(f"data webdataset: {path} lacks classes/shape/counts/shards/mean/std")
+    from distillab.data.shard_check import check_meta
+
+    check_meta(root, meta)  # types, ranges, and the counts against the shards themselves
     return meta
 
 
@@ -64,8 +67,10 @@ def _decode(raw: bytes, channels: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
+    from distillab.data.images import to_8bit
+
     with Image.open(io.BytesIO(raw)) as im:
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+        arr = np.asarray(to_8bit(im).convert("RGB" if channels == 3 else "L"))  # 16-bit: scaled, not clipped
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
 
@@ -74,19 +79,18 @@ def _examples(source: str, split: str, data_dir: str | None, image_size: int,
               indices: list[int] | None) -> tuple[Iterator[tuple[bytes, str, int, torch.Tensor]], int, list[str]]:
     """(image bytes, extension, label, decoded uint8 image) for each example of a split."""
     if source.startswith("imagefolder:"):
-        from torchvision.datasets import ImageFolder
+        from distillab.data.images import list_images
 
         root = Path(source.split(":", 1)[1]).expanduser()
         folder = root / ("test" if split == "test" and (root / "test").is_dir() else "val" if split == "test" else "train")
-        try:
-            ds = ImageFolder(str(folder))
-        except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"data pack: {folder}: {e}") from None
-        picks = indices if indices is not None else list(range(len(ds)))
+        samples, names = list_images(folder)  # each real folder once (symlink loops), ImageFolder's order
+        picks = indices if indices is not None else list(range(len(samples)))
 
         def gen() -> Iterator[tuple[bytes, str, int, torch.Tensor]]:
             for i in picks:
-                path, label = ds.samples[i]
+                path, label = samples[i]
+                if not Path(path).is_file():  # a FIFO would block forever
+                    raise UserError(f"data pack: {path} is not a regular file")
                 raw = Path(path).read_bytes()
                 try:
                     img = _decode(raw, 3)
@@ -95,7 +99,7 @@ def _examples(source: str, split: str, data_dir: str | None, image_size: int,
                 ext = Path(path).suffix.lower().lstrip(".")
                 yield raw, "jpg" if ext == "jpeg" else ext, label, img
 
-        return gen(), len(picks), ds.classes
+        return gen(), len(picks), names
     from distillab.data.prepare import _cached_source
 
     ds = _cached_source(source, data_dir, image_size)
@@ -109,8 +113,30 @@ def _examples(source: str, split: str, data_dir: str | None, image_size: int,
     return gen_mem(), len(picks), ds.classes
 
 
-def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, seed: int = 0,
-         data_dir: str | None = None, image_size: int = 32, limit: int | None = None) -> dict[str, Any]:
+def pack(source: str, out: Path, **options: Any) -> dict[str, Any]:
+    """:func:`_pack` into ``out``, which must be empty or new: pack never writes over anything (shards,
+    a meta.json of the user's). A pack that fails or is interrupted removes the files it wrote."""
+    import re
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"data pack: {out} is a file; choose an empty (or new) folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"data pack: {out} is not empty; choose an empty (or new) folder")
+    created = not out.exists()
+    try:
+        return _pack(source, out, **options)
+    except BaseException:
+        if out.is_dir():  # it was empty: every shard and meta.json in it is this call's
+            for p in out.iterdir():
+                if re.fullmatch(r"(train|val|test)-\d{6}\.tar|meta\.json", p.name) and p.is_file():
+                    p.unlink()
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, seed: int = 0,
+          data_dir: str | None = None, image_size: int = 32, limit: int | None = None) -> dict[str, Any]:
     """Write ``source`` as WebDataset shards in ``out`` (train / val / test splits); returns the
     metadata also written to ``out/meta.json``. ``val`` examples of the training split (seeded)
     become the validation split; ``limit`` keeps only the first ``limit`` training examples of a
@@ -119,10 +145,8 @@ def pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, s
 
     from distillab.data.splits import train_val_indices
 
-    out.mkdir(parents=True, exist_ok=True)
-    if any(out.glob("*.tar")):
-        raise UserError(f"data pack: {out} already holds shards; choose an empty folder")
     _, n_train, _ = _examples(source, "train", data_dir, image_size, None)
+    out.mkdir(parents=True, exist_ok=True)
     tr, va = train_val_indices(n_train, val, seed) if val else (torch.randperm(
         n_train, generator=torch.Generator().manual_seed(seed)), torch.empty(0, dtype=torch.long))
     if limit is not None:  # a seeded random subset (train_val_indices returns the indices sorted)

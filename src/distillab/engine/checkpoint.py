@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,45 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
         spec = json.loads(meta["distillab"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as e:
         raise UserError(f"model checkpoint {p} is not a distillab model file ({type(e).__name__})") from None
+    problem = _spec_problem(spec)
+    if problem:
+        raise UserError(f"model checkpoint {p} has a malformed model spec ({problem})")
     return p, spec
+
+
+def _finite_list(v: Any, n: int) -> bool:
+    import math
+
+    return isinstance(v, list) and len(v) == n and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+
+
+def _spec_problem(spec: Any) -> str | None:
+    """What is wrong with the model spec stored in a safetensors header, or None."""
+    if not isinstance(spec, dict):
+        return f"a {type(spec).__name__}, not a mapping"
+    def is_int(k: str, lo: int, hi: int) -> bool:
+        v = spec.get(k)
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
+        return "name must be a model name and kwargs a mapping"
+    for key, hi in (("num_classes", 1_000_000), ("in_chans", 64), ("img_size", 4096)):
+        if not is_int(key, 1, hi):
+            return f"{key} {spec.get(key)!r} is not an integer in 1..{hi}"
+    if "data" in spec and not isinstance(spec["data"], str):
+        return "data is not a source name"
+    if "classes" in spec and not (isinstance(spec["classes"], list) and len(spec["classes"]) == spec["num_classes"]):
+        return f"classes is not a list of {spec['num_classes']} class names"
+    norm = spec.get("normalize")
+    if norm is not None:
+        if not (isinstance(norm, dict) and _finite_list(norm.get("mean"), spec["in_chans"])
+                and _finite_list(norm.get("std"), spec["in_chans"])):
+            return f"normalize is not a mean and std of {spec['in_chans']} finite numbers"
+        if any(x <= 0 for x in norm["std"]):
+            return "normalize.std holds a value <= 0 (inputs would be divided by zero)"
+    return None
 
 
 def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tuple[int, ...] | None = None,
@@ -111,8 +148,17 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
                         f"the data has {in_shape[0]}x{in_shape[-1]}px")
     # The saved weights replace everything: do not reload a pretrained file named in the kwargs.
     kwargs = {k: v for k, v in spec["kwargs"].items() if k != "checkpoint"}
-    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
     tensors = _load_tensors(p)
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:  # else the first step reports a NaN loss and blames the learning rate
+        raise UserError(f"checkpoint {p} holds NaN or infinite weights ({bad}); retrain the model it came from")
+    try:
+        model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
+    except UserError as e:
+        raise UserError(f"model checkpoint {p}: {e}") from None
+    except (MemoryError, RuntimeError, TypeError, ValueError) as e:
+        raise UserError(f"model checkpoint {p}: its model spec {spec['name']!r} cannot be built "
+                        f"({type(e).__name__})") from None
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
@@ -157,11 +203,36 @@ def read_train_state(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         state = json.loads(p.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise UserError(f"training state {p} is corrupt; delete it to restart the run") from None
     if not isinstance(state, dict) or not {"epoch", "file", "param_groups", "optim_scalars"} <= set(state):
         raise UserError(f"training state {p} is incomplete; delete it (and the ckpt-* files) to restart the run")
+    problem = _state_problem(state)
+    if problem:
+        raise UserError(f"training state {p} is corrupt ({problem}); rerun with --restart to discard the run")
     return state
+
+
+_CKPT_NAME = re.compile(r"ckpt-(\d{4,9})\.safetensors")
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed state.json, or None. Its ``file`` is only ever a checkpoint name
+    this module writes (never a path: resume deletes the previous one), for the same epoch."""
+    epoch, file = state["epoch"], state["file"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return f"epoch {epoch!r} is not a positive integer"
+    m = _CKPT_NAME.fullmatch(file) if isinstance(file, str) else None
+    if m is None or int(m.group(1)) != epoch:
+        return f"file {file!r} is not ckpt-{epoch:04d}.safetensors"
+    groups, scalars = state["param_groups"], state["optim_scalars"]
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        return "param_groups is not a list of optimiser groups"
+    if not isinstance(scalars, dict) or not all(
+            isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in scalars.items()):
+        return "optim_scalars is not a mapping of parameter indices"
+    return None
 
 
 def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -180,8 +251,14 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, idx, key = k.split(".", 2)
+            if not idx.isdigit():
+                raise UserError(f"checkpoint {run_dir / state['file']} holds a malformed optimiser key {k!r}")
             opt_state.setdefault(int(idx), {})[key] = v
     for idx, sc in state["optim_scalars"].items():
         opt_state.setdefault(int(idx), {}).update(sc)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart") from None
     return state

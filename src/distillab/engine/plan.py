@@ -145,13 +145,15 @@ def _train_task(spec_yaml: str, seed: int, run_dir: str, run_seed: int, options:
         importlib.import_module(name)
     torch.set_num_threads(threads)
     spec = RunSpec.model_validate(yaml.safe_load(spec_yaml))
-    execute_run(spec, seed, Path(run_dir), run_seed=run_seed, **options)
+    study_dir = options.get("study_dir")
+    execute_run(spec, seed, Path(run_dir), run_seed=run_seed, study_dir=study_dir and Path(study_dir),
+                **{k: v for k, v in options.items() if k != "study_dir"})
     return run_dir
 
 
 def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int = 1, gpus: float = 0,
                imports: list[str] | None = None, resume: bool = True, keep_checkpoints: bool = False,
-               restart: bool = False, log: Any = print) -> None:
+               restart: bool = False, log: Any = print, study_dir: Path | None = None) -> None:
     """Train every planned run as a Ray task with ``cpus`` / ``gpus`` each, as soon as its inputs
     exist. ``address``: an existing cluster (``ray start --head`` prints it); None starts a local
     Ray on this machine. Run folders must be on storage every node sees (a shared filesystem)."""
@@ -163,9 +165,17 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
     from distillab.config import dump_yaml
 
     if not ray.is_initialized():
+        if address:
+            _probe(address)  # ray.init would retry an unreachable address for ever
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    have = ray.cluster_resources()
+    for kind, want in (("CPU", cpus), ("GPU", gpus)):
+        if want and have.get(kind, 0) < want:  # a task no node can take would wait for ever
+            raise UserError(f"--ray-{kind.lower()}s {want:g}: the Ray cluster has {have.get(kind, 0):g} {kind}(s) in "
+                            f"all; no run could ever start")
     task = ray.remote(_train_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-    options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart}
+    options = {"resume": resume, "keep_checkpoints": keep_checkpoints, "restart": restart,
+               "study_dir": None if study_dir is None else str(study_dir)}
     refs: list[Any] = []
     for r in plan:
         refs.append(task.remote(dump_yaml(r.spec), r.seed, str(r.run_dir), r.run_seed, options, imports or [],
@@ -186,6 +196,23 @@ def run_on_ray(plan: list[PlannedRun], *, address: str | None = None, cpus: int 
                 ray.cancel(ref)
             raise UserError(f"a run failed on Ray: {str(cause).splitlines()[0]}") from None
         log(f"ray: finished {finished} ({len(refs) - len(pending)}/{len(refs)})")
+
+
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail in ``timeout`` seconds, with one line, when nothing answers at a Ray ``HOST:PORT``."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto":
+        return
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
+                        f"({e.strerror or type(e).__name__}); start one with `ray start --head`") from None
 
 
 def _refuse_unfinished(plan: list[PlannedRun], resume: bool, restart: bool) -> None:

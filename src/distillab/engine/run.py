@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
 from distillab.engine import distributed
+from distillab.engine.owned import MARKER, has_marker, write_marker
 from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, drop_train_state, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
@@ -43,6 +44,7 @@ def derive_seed(seed: int, key: str) -> int:
     digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
 CONFIG_FILE = "config.yaml"
+_CORRUPT = object()  # a config.yaml that does not parse
 
 
 class RunSpec(Strict):
@@ -186,17 +188,27 @@ def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, rest
     """'new', 'resume', 'restart' or 'done'; refuses a directory that holds another configuration, naming the
     keys that differ. ``restart`` discards an *unfinished* run (never a finished one)."""
     cfg = run_dir / CONFIG_FILE
-    if not run_dir.exists() or not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file; choose another --out")
+    if not run_dir.exists() or not any(p.name not in (LOCK_FILE, MARKER) for p in run_dir.iterdir()):
         return "new"
     if not cfg.is_file():
         raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
+    try:
+        saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, OSError):
+        saved = _CORRUPT
+    # Only a folder distillab made is ever changed (--restart deletes files in it): its marker, or, for
+    # a folder from before markers, a run config with the seeds distillab records.
+    legacy = isinstance(saved, dict) and all(k in saved for k in SEED_KEYS)
+    if not has_marker(run_dir, "run") and not legacy:
+        raise UserError(f"run directory {run_dir} exists and was not made by distillab (no {MARKER} marker); "
+                        f"choose another --out")
     finished = (run_dir / SUMMARY_FILE).is_file()
     if restart and not finished:
         return "restart"  # discarded by the caller once the new inputs are known to be valid
-    try:
-        saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
-        raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run") from None
+    if saved is _CORRUPT:
+        raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run")
     diff = _differences(without_locations(_with_defaults(saved)), without_locations(yaml.safe_load(text)))
     if diff:
         more = f" and {len(diff) - 2} more" if len(diff) > 2 else ""
@@ -225,14 +237,21 @@ def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, rest
 
 
 def _discard(run_dir: Path) -> None:
-    """Remove what a run writes (and nothing else) from an unfinished run folder."""
-    import shutil
-
+    """Remove what a run writes (and nothing else) from an unfinished run folder distillab made:
+    its own file names only; in ``tb/`` only TensorBoard event files, and the folder once empty."""
     for name in (CONFIG_FILE, INPUTS_FILE, "metrics.jsonl", "state.json"):
         (run_dir / name).unlink(missing_ok=True)
     for f in run_dir.glob("ckpt-*.safetensors"):
         f.unlink()
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    tb = run_dir / "tb"
+    if tb.is_dir() and not tb.is_symlink():
+        for f in tb.glob("events.out.tfevents.*"):
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+        try:
+            tb.rmdir()
+        except OSError:  # something else is in it: not ours to delete
+            pass
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -267,7 +286,7 @@ def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
 def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress | None = None,
                 device: torch.device | None = None, data: DataBundle | None = None,
                 resume: bool = True, keep_checkpoints: bool = False, restart: bool = False,
-                run_seed: int | None = None) -> dict[str, Any]:
+                run_seed: int | None = None, study_dir: Path | None = None) -> dict[str, Any]:
     """Train one run and return its summary. ``seed`` picks the data (validation split, subsets,
     few-shot examples: the same for every run of a study seed); ``run_seed`` (default ``seed``)
     the initialisation, data order, augmentation and dropout of this run. A finished run is read back, never retrained; an
@@ -275,7 +294,8 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
     (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
     connectors, and doubled the size of every finished run). ``restart`` discards an unfinished
-    run (e.g. one whose loss became NaN) and trains it anew."""
+    run (e.g. one whose loss became NaN) and trains it anew. ``study_dir``: the study folder holding
+    the run, marked as distillab's when the run first writes into it."""
     run_seed = seed if run_seed is None else run_seed
     text = dump_yaml(spec) + f"seed: {seed}\nrun_seed: {run_seed}\n"
     state, _ = _decide(run_dir, text, spec, resume, restart)
@@ -317,7 +337,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     # Inputs are valid: only now touch the disk. Rank 0 claims the folder and re-checks it under the
     # lock: another process may have finished or started this run meanwhile (a run finished in
     # between is read back, never discarded by --restart).
-    state, lock = _decide(run_dir, text, spec, resume, restart, claim=True)
+    state, lock = _decide(run_dir, text, spec, resume, restart, claim=True, study_dir=study_dir)
     try:
         if state == "done":
             return read_summary(run_dir)
@@ -352,7 +372,7 @@ def unfinished_run_error(where: str) -> UserError:
 
 
 def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool,
-            claim: bool = False) -> tuple[str, "RunLock | None"]:
+            claim: bool = False, study_dir: Path | None = None) -> tuple[str, "RunLock | None"]:
     """The run folder's state ('new', 'resume', 'restart', 'done'), decided by rank 0 and broadcast:
     under torchrun another rank looking at the folder itself could see rank 0's fresh config.yaml
     and take a new run for an unfinished one. With ``claim``, rank 0 also locks the folder and
@@ -361,6 +381,10 @@ def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool
     if distributed.current().is_main:
         try:
             if claim:
+                if study_dir is not None:
+                    from distillab.recipes.study import claim_study_folder
+
+                    claim_study_folder(study_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 lock = RunLock(run_dir)
             state = _check_run_dir(run_dir, text, spec, restart)
@@ -383,6 +407,8 @@ def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
     too (the same run, perhaps spelled with other paths)."""
     if state == "restart":
         _discard(run_dir)
+    if not has_marker(run_dir, "run"):
+        write_marker(run_dir, "run")
     atomic_write_text(run_dir / CONFIG_FILE, text)
     atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
 
@@ -393,6 +419,8 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
     """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
     c, _, w = data.shape
     dist = distributed.current()
+    if dist.is_main and not has_marker(run_dir, "run"):  # a folder from before markers existed: adopted
+        write_marker(run_dir, "run")
     if dist.is_main and not (run_dir / INPUTS_FILE).is_file():  # a folder from before digests existed
         atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
     t0 = time.perf_counter()

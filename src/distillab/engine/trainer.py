@@ -19,6 +19,7 @@ from distillab.data.batch import BatchSource, as_batch
 from distillab.data.loader import epoch_seed
 from distillab.engine import distributed
 from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
+from distillab.errors import UserError
 from distillab.methods.base import Objective
 
 
@@ -73,12 +74,17 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
         b = as_batch(item).to(device)
         x, y = b.x, b.y
         logits = model(x).float()
+        if y.numel() and (y.min() < 0 or y.max() >= logits.shape[1]):
+            raise UserError(f"evaluation label {int(y.max() if y.max() >= logits.shape[1] else y.min())} is outside "
+                            f"the model's {logits.shape[1]} classes (0..{logits.shape[1] - 1})")
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         k = min(5, logits.shape[1])
         correct5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
         n += len(y)
     model.train(was_training)
+    if n == 0:
+        raise UserError("the evaluation data is empty (no batches)")
     return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
 
 
@@ -87,8 +93,16 @@ def _epoch_of(line: str) -> int | None:
     try:
         rec = json.loads(line)
         return int(rec["epoch"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         return None
+
+
+def _valid_record(line: str) -> bool:
+    """A committed metrics line: a mapping of finite numbers with the epoch's duration (the summary
+    adds them up; Infinity or a missing ``seconds`` would end in a traceback or a wrong total)."""
+    rec = json.loads(line)
+    return (isinstance(rec, dict) and isinstance(rec.get("seconds"), (int, float))
+            and all(not isinstance(v, float) or math.isfinite(v) for v in rec.values()))
 
 
 class Progress(Protocol):
@@ -152,10 +166,17 @@ class Trainer:
             if main:
                 self._metrics_path().write_text("")
             return 0
+        committed = read_train_state(self.run_dir)["epoch"]  # type: ignore[index]
+        if committed > self.cfg.epochs:  # a state.json from elsewhere: it would "finish" an untrained run
+            raise UserError(f"training state {self.run_dir / 'state.json'} says epoch {committed} of a "
+                            f"{self.cfg.epochs}-epoch run; rerun with --restart to discard it")
         state = load_train_state(self.run_dir, self.objective.saved_modules(), self.optimizer)
         start = int(state["epoch"])
         lines = self._metrics_path().read_text().splitlines() if self._metrics_path().exists() else []
         kept = [ln for ln in lines if _epoch_of(ln) is not None and _epoch_of(ln) <= start]  # type: ignore[operator]
+        if sorted(_epoch_of(ln) for ln in kept) != list(range(1, start + 1)) or not all(map(_valid_record, kept)):
+            raise UserError(f"{self._metrics_path()} does not hold one valid line for each of the {start} committed "
+                            f"epochs; rerun with --restart to discard the run")
         if main:
             self._metrics_path().write_text("".join(ln + "\n" for ln in kept))
         return start

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from distillab.config import DataConfig, Strict
+from distillab.config import DataConfig, Strict, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods import MethodConfig
 from distillab.profile import human
@@ -43,10 +43,10 @@ VERDICT = {"reproduced": "helps", "not reproduced": "hurts", "inconclusive": "in
 class BenchmarkRecipe(Strict):
     recipe: Literal["benchmark"] = "benchmark"
     data: DataConfig = DataConfig()
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     primary: str | None = Field(None, description="the method (row label) whose gain over the student alone is the "
                                                   "primary claim; default: KD if listed, else the first method")
-    primary_seeds: list[int] = Field(default_factory=list, description="extra seeds run only by the primary method "
+    primary_seeds: Seeds = Field(default_factory=list, description="extra seeds run only by the primary method "
                                                                        "and the student alone")
     shared_teacher: bool = Field(False, description="one teacher, trained at the first seed, for every seed")
     teacher_lead: float = Field(1.0, description="points of validation accuracy the teacher must lead the student "
@@ -60,8 +60,9 @@ class BenchmarkRecipe(Strict):
     @classmethod
     def _labels(cls, v: dict[str, MethodConfig]) -> dict[str, MethodConfig]:
         for label, m in v.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
-                raise ValueError(f"label {label!r}: use letters, digits, '_', '.', '+', '-' (it names a folder)")
+            if not re.fullmatch(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*", label):  # no '.', '..' or hidden name
+                raise ValueError(f"label {label!r}: use letters, digits, '_', '.', '+', '-', not starting with '.' "
+                                 f"(it names a folder)")
             if getattr(m, "teacher", None):
                 raise ValueError(f"{label}: the benchmark trains its own teacher; remove 'teacher'")
             if label in ("teacher", "student"):

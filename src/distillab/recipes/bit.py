@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from distillab import bit_hyperrule
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.data import prepare_data
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
@@ -65,7 +65,7 @@ class BiTRecipe(Strict):
     hyperrule: HyperRule = HyperRule()
     tuning: Tuning = Tuning()
     bn_twin: bool = Field(True, description="also fine-tune the BatchNorm twin from its own upstream run")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def _variants(cfg: BiTRecipe) -> dict[str, ModelConfig]:
@@ -166,6 +166,7 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     for arm in TUNED:
         rows.append([f"{arm}: lr, length chosen", *(f"{chosen[arm][c][0]:g}, {chosen[arm][c][1]:g}x" for c in cols)])
     xs = list(range(len(cols)))
+    study.claim_files(["shots.png", "shots.svg"])  # never over a file of the user's
     plot = line_plot(out / "shots", "BiT: downstream accuracy vs examples per class", "examples per class",
                      "top-1 test accuracy", xs, {lab: [acc[lab][c] for c in cols] for lab in labels},
                      xticks=xs, xticklabels=cols)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods.born_again import BornAgainConfig
 from distillab.recipes.preconditions import converged
@@ -31,7 +31,7 @@ class BornAgainRecipe(Strict):
     train: TrainConfig = TrainConfig()
     generations: int = Field(3, ge=1, description="length of the BAN sequence (BAN-1..BAN-k)")
     variants: list[Literal["ban", "ban+l", "cwtm", "dkpp"]] = Field(default_factory=lambda: list(COLUMNS))
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def count_runs(cfg: BornAgainRecipe) -> int:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillab.config import DataConfig, Strict, TrainConfig
+from distillab.config import DataConfig, Strict, TrainConfig, Seeds
 from distillab.engine.checkpoint import load_model
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
@@ -38,7 +38,7 @@ class FitNetsRecipe(Strict):
     stage1: TrainConfig = Field(TrainConfig(epochs=5), description="hint training schedule")
     kd: FitNetKDConfig = Field(FitNetKDConfig(), description="the stage-2 loss (methods/fitnet.py's own config), "
                                "also used for the KD-only student; its teacher is filled by the recipe")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     teacher_lead: float = Field(1.0, description="points of validation accuracy the teacher must lead the student "
                                                  "alone by for the claims to be testable")
 
@@ -95,6 +95,7 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
         cost_rows = kept["rows"]
     else:
         _, cost_rows = cost_table(profile_models([("teacher", t_model), ("student", s_model)], shape))
+        study.claim_files(["costs.json"])
         stored.write_text(json.dumps({"models": key, "rows": cost_rows}))
     costs = {"teacher": cost_rows[0], "student": cost_rows[1]}
     layers = {"teacher": len(get_blocks(t_model)) + 1, "student": len(get_blocks(s_model)) + 1}

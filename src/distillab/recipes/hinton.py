@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods.kd import KDConfig
 from distillab.recipes.preconditions import converged, val_lead
@@ -42,7 +42,7 @@ class Distill(KDConfig):
 class HintonRecipe(Strict):
     recipe: Literal["hinton"] = "hinton"
     data: DataConfig = DataConfig()
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     teacher: Role
     student: Role
     distill: Distill = Distill()

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods.refinery import RefineryConfig
 from distillab.recipes.preconditions import overfit_gap
@@ -33,7 +33,7 @@ class LabelRefineryRecipe(Strict):
     train: TrainConfig = TrainConfig()
     generations: int = Field(3, ge=1, description="model^1 .. model^k")
     strong_refinery: StrongRefinery | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     premise_gap: float = Field(5.0, description="points by which generation 1's accuracy on its training crops "
                                                 "must exceed its validation accuracy (the premise: it over-fits "
                                                 "crops whose labels no longer fit them)")

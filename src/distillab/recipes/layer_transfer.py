@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import ClassSplitConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
@@ -46,7 +46,7 @@ class LayerTransferRecipe(Strict):
     ns: list[int] | None = Field(None, description="block counts to transfer; default 1..L, L = every "
                                                    "transferable block below the head")
     variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS))
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def _check(cfg: LayerTransferRecipe) -> list[int]:
@@ -98,6 +98,7 @@ def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
     pre = (converged([study.run_dir("baseB", s) for s in cfg.seeds], "base B"),
            converged([study.run_dir("baseA", s) for s in cfg.seeds], "base A"))
     comparisons = [dataclasses.replace(c, preconditions=pre) for c in _claims(cfg, ns, acc, minus_base)]
+    study.claim_files(["layer_transfer.png", "layer_transfer.svg"])  # never over a file of the user's
     plot = line_plot(out / "layer_transfer", f"Layer transfer on {cfg.data.source} ({cfg.split.split} split)",
                      "layer n at which the network is chopped and retrained", "top-1 accuracy on B (test)",
                      ns, {v: [acc[v][n] for n in ns] for v in cfg.variants}, {"baseB": base_b}, xticks=ns)

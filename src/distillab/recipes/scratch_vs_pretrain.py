@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
+from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
@@ -39,7 +39,7 @@ class ScratchVsPretrainRecipe(Strict):
     model: ModelConfig
     train: TrainConfig = Field(TrainConfig(), description="the 1x schedule on the target; epochs = base")
     schedules: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
 def count_runs(cfg: ScratchVsPretrainRecipe) -> int:
@@ -75,6 +75,7 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
     header = ["init", *(f"{k}x ({k * base} ep)" for k in cfg.schedules)]
     rows = [[label, *(fmt_pm(v[k], 2, 100) for k in cfg.schedules)] for label, v in res.items()]
     epochs = list(range(1, longest * base + 1))
+    study.claim_files(["learning_curves.png", "learning_curves.svg"])  # never over a file of the user's
     plot = line_plot(out / "learning_curves", f"Target task, {longest}x schedule: validation accuracy",
                      "epoch", "validation accuracy", epochs,
                      {label: [[c[e - 1] for c in cs] for e in epochs] for label, cs in curves.items()})

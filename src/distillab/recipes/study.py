@@ -12,7 +12,9 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import make_progress
+from distillab.engine.owned import MARKER, check_can_write, has_marker, is_empty, owned_files, write_marker
 from distillab.engine.run import RunSpec, derive_seed, execute_run
+from distillab.errors import UserError
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
 from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, markdown_table, overall_verdict
@@ -35,6 +37,57 @@ class Role(Strict):
     train: TrainConfig = TrainConfig()
 
 
+STUDY_FILES = ("study.json", "costs.json")  # besides the tables and plots a recipe names
+
+
+def _legacy_study(out: Path) -> bool:
+    """A study folder written before markers existed: its ``study.json`` is distillab's record, or it
+    holds distillab run folders (``<name>[/<sub>]/seed<k>/config.yaml`` with the derived seeds)."""
+    import json
+
+    import yaml
+
+    try:
+        rec = json.loads((out / "study.json").read_text(encoding="utf-8"))
+        if isinstance(rec, dict) and {"command", "config_yaml"} <= set(rec):
+            return True
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    for cfg in [*out.glob("*/seed*/config.yaml"), *out.glob("*/*/seed*/config.yaml")][:20]:
+        try:
+            saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(saved, dict) and {"seed", "run_seed"} <= set(saved):
+            return True
+    return False
+
+
+def check_study_folder(out: Path) -> None:
+    """Refuse an ``--out`` that distillab did not make and that is not empty (a project folder, a
+    folder of the user's files): the study would write its tables over theirs. Reads only."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if is_empty(out) or has_marker(out, "study") or _legacy_study(out):
+        return
+    raise UserError(f"--out {out} is not empty and was not made by distillab (no {MARKER} marker); choose a new "
+                    f"or empty folder")
+
+
+def claim_study_folder(out: Path) -> None:
+    """Create the study folder if needed and mark it as distillab's (before its first file is written).
+    A legacy study folder is adopted with the result files it already holds."""
+    if has_marker(out, "study"):
+        return
+    check_study_folder(out)
+    import re
+
+    out.mkdir(parents=True, exist_ok=True)
+    known = re.compile(r"(results.*\.(md|csv)|study\.json|costs\.json|[\w-]+\.(png|svg))")
+    adopted = [p.name for p in out.iterdir() if p.is_file() and known.fullmatch(p.name)] if _legacy_study(out) else []
+    write_marker(out, "study", adopted)
+
+
 class Study:
     """Runs live at ``out/<name>/seed<k>``; a finished run is read back, never retrained."""
 
@@ -50,6 +103,7 @@ class Study:
         self.progress = make_progress(total_runs, self.console, quiet)
 
     def __enter__(self) -> "Study":
+        check_study_folder(self.out)
         self.progress.__enter__()
         return self
 
@@ -57,7 +111,9 @@ class Study:
         self.progress.__exit__(*exc)
 
     def run_dir(self, name: str, seed: int) -> Path:
-        return self.out / name / f"seed{seed}"
+        from distillab.engine.owned import safe_name
+
+        return self.out / safe_name(name, "run name") / f"seed{seed}"
 
     def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
         """Train (or resume / read back) the run ``name`` for ``seed``; return its summary.
@@ -68,7 +124,7 @@ class Study:
         self.progress.begin_run(f"{name} seed {seed}")
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
                               keep_checkpoints=self.keep_checkpoints, restart=self.restart,
-                              run_seed=derive_seed(seed, seed_key or name))
+                              run_seed=derive_seed(seed, seed_key or name), study_dir=self.out)
         self.progress.end_run()
         note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
@@ -115,11 +171,21 @@ class Study:
 
         if not current().is_main:  # under torchrun only rank 0 writes
             return md
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / f"{stem}.md").write_text(md)
-        (self.out / f"{stem}.csv").write_text(csv_table(header, rows))
+        files = {f"{stem}.md": md, f"{stem}.csv": csv_table(header, rows)}
         if comparisons:
-            (self.out / f"{stem}-comparisons.csv").write_text(csv_table(COMPARISON_HEADER, comp_rows))
+            files[f"{stem}-comparisons.csv"] = csv_table(COMPARISON_HEADER, comp_rows)
         if self.provenance:
-            (self.out / "study.json").write_text(self.provenance)
+            files["study.json"] = self.provenance
+        self.claim_files(files)
+        for name, text in files.items():
+            (self.out / name).write_text(text)
         return md
+
+    def claim_files(self, names: Sequence[str] | dict[str, Any]) -> None:
+        """Before writing files into the study folder: refuse (one line) if one exists that distillab
+        did not write, else record them in the folder's marker."""
+        claim_study_folder(self.out)
+        check_can_write(self.out, names, "study", "choose another --out")
+        mine = owned_files(self.out, "study")
+        if not set(names) <= mine:
+            write_marker(self.out, "study", mine | set(names))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from distillab.config import Seeds
 from distillab.engine.run import RunSpec
 from distillab.profile import human
 from distillab.recipes.study import Study
@@ -16,7 +17,18 @@ from distillab.results.stats import fmt_pm
 class TrainRecipe(RunSpec):
     recipe: Literal["train"] = "train"
     name: str = Field("run", description="folder name of the runs inside the output directory")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        from distillab.engine.owned import safe_name
+        from distillab.errors import UserError
+
+        try:
+            return safe_name(v, "run name")
+        except UserError as e:  # pydantic reports ValueErrors with the key's path
+            raise ValueError(str(e)) from None
 
 
 def run(cfg: TrainRecipe, out: Path, study: Study) -> str:
