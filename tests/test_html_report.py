@@ -28,7 +28,7 @@ def test_html_page_holds_tables_plots_and_command(study, tmp_path, capsys):
     page = tmp_path / "report.html"
     assert main(["report", str(study), "--html", str(page)]) == 0
     text = page.read_text()
-    assert text.count("<table>") == 2  # the study's table and the table of every run
+    assert text.count("<table>") == 3  # the study's table, its claims (p, Holm p, MDE, verdict), every run
     for label in ("Teacher", "Student", "KD", "DKD", "gain vs student alone"):
         assert label in text
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
@@ -47,7 +47,7 @@ def test_html_renders_in_headless_chromium(study, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path}/p"]
     dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-1000:]
-    assert dom.stdout.count("<table>") == 2 and dom.stdout.count("<img") == 2
+    assert dom.stdout.count("<table>") == 3 and dom.stdout.count("<img") == 2
     shot = tmp_path / "shot.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120, check=True)

@@ -88,3 +88,44 @@ def test_tiny_study_writes_every_column_and_says_not_testable_here(tmp_path, cap
     assert row["verdict"] == "not testable here" and "✗ teacher − student alone (val)" in row["preconditions (validation)"]
     md = (out / "results.md").read_text()
     assert "**Verdict: not testable here** (primary claim: distilled − student alone" in md
+
+
+def test_mde_is_exact_at_two_seeds():
+    # at 1 degree of freedom scipy's non-central t fails in the tail; the quadrature does not
+    assert min_detectable_effect(1.0, 2) == pytest.approx(11.55, abs=0.01)
+
+
+def _curve(tmp_path, name, accs, val_n=5000):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "val_acc": a}) + "\n"
+                                             for i, a in enumerate(accs)))
+    (d / "summary.json").write_text(json.dumps({"val_n": val_n}))
+    return d
+
+
+def test_convergence_fails_a_run_still_climbing_and_tolerates_noise(tmp_path):
+    from distillab.recipes.preconditions import converged
+
+    climbing = _curve(tmp_path, "up", [0.70 + 0.005 * i for i in range(40)])  # +0.5 pt per epoch to the end
+    assert not converged([climbing], "teacher").ok
+    falling = _curve(tmp_path, "down", [0.80] * 20 + [0.78] * 20)  # 2 points below its best
+    assert not converged([falling], "teacher").ok
+    flat = [0.86, 0.8642, 0.8597, 0.8611, 0.8589, 0.8633, 0.8604, 0.8620] * 5  # ±0.2 pt noise, no trend
+    assert converged([_curve(tmp_path, "flat", flat)], "teacher").ok
+    assert not converged([tmp_path / "nowhere"], "teacher").ok  # no validation curve: cannot be shown
+
+
+def test_a_tuning_key_that_does_not_exist_fails_before_any_run(tmp_path, capsys):
+    cfg = {"recipe": "benchmark", "data": {"source": "digits", "val_size": 200}, "seeds": [0],
+           "teacher": {"model": {"name": "mlp:8"}}, "student": {"model": {"name": "mlp:4"}},
+           "methods": {"AT": {"name": "at"}, "KD": {"name": "kd"}},
+           "tune": {"grid": {"AT": {"method.beta": [1, 2]}, "KD": {"method.temperature": [2, 4]}}}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "method.beta: no such key" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    no_val = {**cfg, "data": {"source": "digits", "val_size": 0}, "tune": {}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(no_val))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert "preconditions: false" in capsys.readouterr().err

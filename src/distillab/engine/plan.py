@@ -124,8 +124,14 @@ def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> P
 def run_study_on_ray(cfg: Any, module: Any, out: Path, **options: Any) -> None:
     """Plan the study and train it on Ray (:func:`run_on_ray`), planning again after each part
     while the recipe waits for results (a tuning grid before the table's seeds)."""
+    previous: list[str] | None = None
     while True:
         plan = plan_study(cfg, module, out)
+        dirs = [str(r.run_dir) for r in plan]
+        if not plan.complete and dirs == previous:  # trained, yet the results it waits for are unreadable
+            raise UserError(f"the study waits for results it cannot read (a finished run's summary.json under "
+                            f"{out} is missing or corrupt); run it without --executor ray to see which")
+        previous = dirs
         run_on_ray(plan, **options)
         if plan.complete:
             return

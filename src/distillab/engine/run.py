@@ -439,6 +439,7 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
         "test_acc": test["acc"], "test_top5": test["top5"], "test_errors": test["errors"], "test_n": test["n"],
         "val_acc": history[-1].get("val_acc") if history else None,
         "train_acc": history[-1].get("train_acc") if history else None,
+        "val_n": getattr(data.val, "num_examples", None) if data.val is not None else None,
         "params": count_params(student), "macs": count_macs(student, data.shape),
         "epochs": spec.train.epochs, "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_session": wall, "device": device.type,

@@ -32,7 +32,8 @@ from distillab.methods import MethodConfig
 from distillab.profile import human
 from distillab.recipes.preconditions import converged, val_lead
 from distillab.recipes.study import Role, Study
-from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table
+from distillab.errors import UserError
+from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table, with_overrides
 from distillab.results.stats import Comparison, assess, fmt_interval, fmt_pm, mean_std
 
 # A method's gain over the student alone, in the benchmark's words.
@@ -51,6 +52,8 @@ class BenchmarkRecipe(Strict):
     shared_teacher: bool = Field(False, description="one teacher, trained at the first seed, for every seed")
     teacher_lead: float = Field(1.0, description="points of validation accuracy the teacher must lead the student "
                                                  "alone by for any claim to be testable")
+    preconditions: bool = Field(True, description="measure the preconditions on validation (false: test the claims "
+                                                  "without them, for a protocol with no validation split)")
     teacher: Role
     student: Role = Field(description="architecture and schedule shared by the student alone and every method")
     methods: dict[str, MethodConfig] = Field(min_length=1, description="row label → method config")
@@ -80,6 +83,18 @@ class BenchmarkRecipe(Strict):
             raise ValueError(f"tune.grid: {sorted(unknown)[0]!r} is neither 'student' nor a method label")
         if self.tune.grid and self.tune.seed in self.seeds + self.primary_seeds:
             raise ValueError("tune.seed: the pilot seed must not be one of the table's seeds")
+        if self.preconditions and not self.data.val_size:
+            raise ValueError("preconditions are measured on validation: set data.val_size > 0, or preconditions: "
+                             "false to test the claims without them (the table then says so)")
+        for arm, grid in self.tune.grid.items():  # a bad key fails now, not after the pilot teacher
+            spec = RunSpec(data=self.data, model=self.student.model, train=self.student.train,
+                           **({} if arm == "student" else {"method": self.methods[arm]}))
+            for key, values in grid.items():
+                for value in values:
+                    try:
+                        with_overrides(spec, {key: value}, f"tune.grid.{arm}")
+                    except UserError as e:
+                        raise ValueError(str(e)) from None
         return self
 
     @property
@@ -126,7 +141,7 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
             runs[label][seed] = study.run(label, spec, seed, seed_key="student")
 
     teacher_runs = {cfg.seeds[0]: teachers[cfg.seeds[0]]} if cfg.shared_teacher else runs["teacher"]
-    pre = (val_lead(list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead,
+    pre = () if not cfg.preconditions else (val_lead(list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead,
                     "teacher − student alone"),
            converged([study.run_dir("teacher", s) for s in teacher_runs], "teacher"),
            converged([study.run_dir("student", s) for s in runs["student"]], "student alone"))
@@ -159,7 +174,8 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     seeds_note = (f"{len(cfg.seeds)} seed(s) for every method"
                   + (f", {len(cfg.seeds) + len(cfg.primary_seeds)} for {primary} and the student alone"
                      if cfg.primary_seeds else "")
-                  + ("; one teacher shared by every seed" if cfg.shared_teacher else "; a teacher per seed"))
+                  + ("; one teacher shared by every seed" if cfg.shared_teacher else "; a teacher per seed")
+                  + ("" if cfg.preconditions else "; preconditions not checked (no validation split)"))
     notes = (f"{cfg.data.source}, {first['test_n']} test images, {seeds_note}: mean ± std. Gain: paired "
              f"difference to the student alone on the same seed (same init and batch order), mean and 95 % "
              f"Student-t interval; verdict 'helps' / 'hurts' = reproduced / not reproduced below (the primary "

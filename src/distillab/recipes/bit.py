@@ -176,9 +176,10 @@ def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
 
     # The paper: upstream pre-training beats training from scratch, most with few examples (the
     # primary claim: the fewest shots); GN+WS fine-tunes better than BatchNorm at small batches.
+    fewest = min(cols, key=lambda c: float("inf") if c == "all" else int(c))
     comparisons = [Comparison(f"source − none (both tuned), {c}{'-shot' if c != 'all' else ''}",
-                              diff(TUNED["GN+WS-source"], TUNED["GN+WS-none"], c), +1, primary=i == 0)
-                   for i, c in enumerate(cols)]
+                              diff(TUNED["GN+WS-source"], TUNED["GN+WS-none"], c), +1, primary=c == fewest)
+                   for c in cols]
     if "BN" in variants:
         comparisons += [Comparison(f"GN+WS − BN (both from source, rule), {c}-shot",
                                    diff("GN+WS, upstream: source (rule)", "BN, upstream: source (rule)", c), +1)

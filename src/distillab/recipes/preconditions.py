@@ -7,13 +7,14 @@ here" with the measured value beside it."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from distillab.results.stats import Precondition
 
-CONVERGED_WITHIN = 0.3  # points: validation accuracy over the last quarter of epochs vs its best
+CONVERGED_WITHIN = 0.3  # points: the last quarter of validation accuracy vs its best and the one before
 
 
 def val_lead(ahead: Sequence[dict], behind: Sequence[dict], need: float, label: str) -> Precondition:
@@ -27,14 +28,11 @@ def val_lead(ahead: Sequence[dict], behind: Sequence[dict], need: float, label: 
     return Precondition(f"{label} (val)", 100 * (statistics.fmean(a) - statistics.fmean(b)), need)
 
 
-def convergence_gap(run_dir: Path) -> float:
-    """Best validation accuracy minus the mean over the last quarter of the run's epochs (points);
-    nan without validation records."""
-    path = Path(run_dir) / "metrics.jsonl"
+def _val_curve(run_dir: Path) -> list[float]:
     try:
-        lines = path.read_text().splitlines()
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     except OSError:
-        return float("nan")
+        return []
     curve = []
     for line in lines:
         try:
@@ -43,19 +41,47 @@ def convergence_gap(run_dir: Path) -> float:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("val_acc"), (int, float)):
             curve.append(float(rec["val_acc"]))
+    return curve
+
+
+def convergence_gap(run_dir: Path) -> tuple[float, float]:
+    """(gap, noise) in points for one run, from its validation curve. With k = a quarter of its
+    evaluations, the gap is the larger of (best mean over k consecutive evaluations − mean of the
+    last k), a run past its best, and (mean of the last k − mean of the k before), a run still
+    climbing. Window means rather than single evaluations, so one lucky epoch does not count.
+    ``noise``: two standard errors of a difference of two such means, from the validation size in
+    the run's summary (0 when unknown). nan without validation records."""
+    curve = _val_curve(run_dir)
     if not curve:
-        return float("nan")
-    tail = curve[-max(1, len(curve) // 4):]
-    return 100 * (max(curve) - statistics.fmean(tail))
+        return float("nan"), 0.0
+    k = max(1, len(curve) // 4)
+    windows = [statistics.fmean(curve[j:j + k]) for j in range(len(curve) - k + 1)]
+    last = windows[-1]
+    gap = max(windows) - last
+    if len(curve) >= 2 * k:
+        gap = max(gap, last - statistics.fmean(curve[-2 * k:-k]))
+    noise = 0.0
+    try:
+        val_n = json.loads((Path(run_dir) / "summary.json").read_text()).get("val_n")
+    except (OSError, ValueError, AttributeError):
+        val_n = None
+    if isinstance(val_n, int) and val_n > 0:
+        p = min(max(last, 1e-3), 1 - 1e-3)
+        noise = 2 * math.sqrt(p * (1 - p) / val_n) * math.sqrt(2 / k)
+    return 100 * gap, 100 * noise
 
 
 def converged(run_dirs: Sequence[Path], label: str, within: float = CONVERGED_WITHIN) -> Precondition:
-    """Every run's validation accuracy over its last quarter of epochs lies, on average, within
-    ``within`` points of its best: the largest such gap over the runs. A run still climbing or
-    already falling apart fails it."""
-    gaps = [convergence_gap(d) for d in run_dirs]
-    worst = max(gaps) if gaps and all(g == g for g in gaps) else float("nan")
-    return Precondition(f"{label} converged: best − last-quarter val", worst, within, at_most=True)
+    """Every run has converged: its last quarter of validation evaluations is, on average, within
+    ``within`` points of its best quarter and of the quarter before (or within the validation
+    noise, when that is larger — 0.3 point cannot be resolved with a few thousand images). The
+    worst run's gap is the measured value."""
+    measured = [convergence_gap(d) for d in run_dirs]
+    if not measured or any(g != g for g, _ in measured):
+        return Precondition(f"{label} converged (no validation curve)", float("nan"), within, at_most=True)
+    worst = max(g for g, _ in measured)
+    need = max(within, max(n for _, n in measured))
+    return Precondition(f"{label} converged: val gap", worst, round(need, 2), at_most=True)
 
 
 def overfit_gap(runs: Sequence[dict], need: float, label: str) -> Precondition:

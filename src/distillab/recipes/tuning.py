@@ -5,7 +5,7 @@ values for dotted keys of its run spec (``method.beta``, ``train.optim.lr``, ``m
 …) — trained at a pilot seed that is not one of the table's seeds, scored on *validation*
 accuracy only, and the best point is what the table's seeds then run. The trials are ordinary runs
 of the study (``tune/<arm>/t<i>``), so they resume, and ``--executor ray`` fans them out. Test
-accuracy never enters a choice.
+accuracy never enters a choice. Keys are a run spec's: ``method.weight`` is AT's β, for example.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from distillab.results.stats import markdown_table
 
 class TuneConfig(Strict):
     """``grid``: arm label → {dotted run-spec key: values}. Every arm must have the same number of
-    grid points (equal effort); an arm not listed runs untuned and the table says so."""
+    grid points (equal effort); an arm not listed runs its config as given (the tuning table lists
+    the tuned arms only)."""
 
     seed: int = Field(100, description="pilot seed (keep it out of the table's seeds)")
     grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,22 @@ def equivalence_p(diffs: Sequence[float], margin: float) -> float:
     return float(max(t.sf((m + margin) / se, df), t.cdf((m - margin) / se, df)))
 
 
+def _t_test_power(nc: float, df: int, alpha: float) -> float:
+    """Power of the two-sided one-sample t-test at ``alpha`` for non-centrality ``nc``: the t
+    statistic is (Z + nc) / sqrt(V / df) with V ~ chi²(df), integrated over V (exact for every df;
+    scipy's non-central t returns nan far in its tail, at df = 1 already below 80 % power)."""
+    from scipy import integrate
+    from scipy.stats import chi2, norm, t
+
+    crit = t.ppf(1 - alpha / 2, df)
+
+    def given(v: float) -> float:
+        c = crit * math.sqrt(v / df)
+        return (norm.sf(c - nc) + norm.cdf(-c - nc)) * chi2.pdf(v, df)
+
+    return float(integrate.quad(given, 0, math.inf, limit=200)[0])
+
+
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true mean difference a two-sided paired t-test at ``alpha`` detects with
     probability ``power``, for ``n`` seeds and a spread of paired differences ``sd`` (exact, from the
@@ -92,16 +109,9 @@ def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float =
     if sd == 0:
         return 0.0
     from scipy.optimize import brentq
-    from scipy.stats import nct, t
 
-    df = n - 1
-    crit = t.ppf(1 - alpha / 2, df)
-
-    def achieved(nc: float) -> float:
-        v = nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc)
-        return 1.0 if v != v else float(v)  # scipy's nct is nan far in the tail, where power is 1
-
-    return float(brentq(lambda nc: achieved(nc) - power, 0.0, 60.0) * sd / n ** 0.5)
+    nc = brentq(lambda x: _t_test_power(x, n - 1, alpha) - power, 0.0, 200.0)
+    return float(nc * sd / n ** 0.5)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
