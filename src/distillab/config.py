@@ -156,6 +156,9 @@ class TrainConfig(Strict):
         "GPU; weights, optimiser state and the losses' reductions stay fp32")
     channels_last: bool = Field(False, description="conv nets: NHWC memory layout for weights and inputs")
     sync_bn: bool = Field(False, description="under torchrun: synchronise BatchNorm statistics across processes")
+    collapse: Literal["warn", "stop", "ignore"] = Field(
+        "warn", description="accuracy still at chance after the first epochs (a diverged run): warn in one line "
+                            "and mark the run, stop it with that error, or ignore it")
 
 
 def find_all(cfg: BaseModel, cls: type[BaseModel]) -> list[Any]:

@@ -28,7 +28,21 @@ def choose_device(requested: str | None = None) -> torch.device:
     name = requested or os.environ.get("DISTILLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and distributed.current().enabled:
         name = f"cuda:{distributed.current().local_rank}"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        from distillab.errors import UserError
+
+        raise UserError(f"device {name!r} unknown: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        from distillab.errors import UserError
+
+        if not torch.cuda.is_available():
+            build = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"device {name!r} asked for but {build}; use --device cpu (Python: device='cpu')")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -67,19 +81,20 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
     was_training = model.training
     model.eval()
     device = _device_of(model)
-    correct = correct5 = n = 0
+    correct = correct5 = n = classes = 0
     loss = 0.0
     for item in loader:
         b = as_batch(item).to(device)
         x, y = b.x, b.y
         logits = model(x).float()
+        classes = logits.shape[1]
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         k = min(5, logits.shape[1])
         correct5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
         n += len(y)
     model.train(was_training)
-    return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
+    return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n, "classes": classes}
 
 
 def _epoch_of(line: str) -> int | None:
@@ -122,6 +137,8 @@ class Trainer:
         self.progress = progress
         self.on_epoch = on_epoch
         self.callbacks = list(callbacks)  # objects with on_epoch_start(epoch), e.g. a freeze schedule
+        self.warning: str | None = None  # the collapse watchdog's message, once it has fired
+        self.label = str(run_dir)  # how the watchdog names the run ("" for the API's temporary folders)
         groups = param_groups if param_groups is not None else [{"params": list(objective.trainable_parameters())}]
         self.optimizer = make_optimizer(groups, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -185,6 +202,8 @@ class Trainer:
             if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
+                self._classes, self._n_val = ev["classes"], ev["n"]
+            self._watch(record, epoch)
             record["seconds"] = time.perf_counter() - t0
             record["samples_per_s"] = self._samples * self._dist.world / max(train_seconds, 1e-9)
             self._log_tensorboard(record)
@@ -199,6 +218,37 @@ class Trainer:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
+
+    def _watch(self, record: dict[str, Any], epoch: int) -> None:
+        """Collapse watchdog: accuracy at chance after the first epochs is a diverged run. Validation
+        accuracy when there is validation data, else the last training batch's (eval mode)."""
+        from distillab.engine.watchdog import at_chance, batch_accuracy, collapse_warning
+
+        if self.cfg.collapse == "ignore":
+            return
+        if "val_acc" in record:
+            acc, classes, n = record["val_acc"], self._classes, self._n_val
+        elif self._recent:
+            acc, classes, n = batch_accuracy(self.objective.eval_model(), torch.cat([x for x, _ in self._recent]),
+                                             torch.cat([y for _, y in self._recent]))
+        else:
+            return
+        if not at_chance(acc, classes, n):
+            self.warning = None  # recovered
+            return
+        record["at_chance"] = True
+        message = collapse_warning(acc, classes, epoch + 1, self.cfg.epochs, self.label, n)
+        if message is None or self.warning is not None:
+            return
+        self.warning = message
+        if self.cfg.collapse == "stop":
+            from distillab.errors import UserError
+
+            raise UserError(message.replace("training has collapsed;", "training stopped (train.collapse: stop);"))
+        if self._dist.is_main:
+            import sys
+
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _log_tensorboard(self, record: dict[str, Any]) -> None:
         """Every named loss, accuracy, lr and samples/s of an epoch, at step = epoch."""
@@ -246,6 +296,8 @@ class Trainer:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         sums: dict[str, float] = {}
         self._samples = 0
+        # The watchdog's probe without validation data: the epoch's last ~512 training examples.
+        self._recent: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, item in enumerate(self.train_loader):
             batch = as_batch(item).to(device)
             if cfg.channels_last and batch.x.ndim == 4:
@@ -273,6 +325,8 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             self._samples += len(batch)
+            if self.val_loader is None and n_batches - i <= max(1, -(-512 // max(len(batch), 1))):
+                self._recent.append((batch.x.detach(), batch.y))
             if self.progress:
                 self.progress.advance(1, loss=loss.item(), samples=len(batch))
         return distributed.all_mean({k: v / n_batches for k, v in sums.items()})  # over ranks: the global batch

@@ -38,6 +38,7 @@ class Study:
         self.keep_checkpoints = keep_checkpoints
         self.console = console or Console()
         self.progress = make_progress(total_runs, self.console, quiet)
+        self.collapsed: list[str] = []  # runs that ended at chance accuracy (summary "warning")
 
     def __enter__(self) -> "Study":
         self.progress.__enter__()
@@ -63,6 +64,11 @@ class Study:
         note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors){' — ' + note if note else ''}")
+        if summary.get("warning"):
+            label = f"{name} seed {seed}"
+            if label not in self.collapsed:
+                self.collapsed.append(label)
+            self.progress.log(f"warning: {summary['warning']}")
         return summary
 
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
@@ -86,6 +92,11 @@ class Study:
         if comparisons:
             md += f"**Verdict: {overall_verdict(comparisons)}** ({sum(c.verdict in ('reproduced', 'consistent') for c in comparisons)} of {len(comparisons)} claims).\n\n"
         md += f"{markdown_table(header, rows)}\n"
+        if self.collapsed:  # a failed training is flagged, not silently averaged as a method's effect
+            notes = (f"**Warning: {len(self.collapsed)} run(s) ended at chance accuracy (training collapsed, not a "
+                     f"method effect): {', '.join(self.collapsed)}.** Their numbers above and any interval that "
+                     f"includes them are not evidence; rerun them with a lower lr or train.optim.grad_clip.\n\n"
+                     + notes)
         if notes:
             md += f"\n{notes}\n"
         comp_rows = [c.row() for c in comparisons]
