@@ -108,6 +108,7 @@ def _provenance(cfg: BaseModel, command: str | None) -> str:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
+    _set_device(args.device)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else default_out(Path(args.config))
     executor = None
@@ -121,6 +122,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    _set_device(args.device)
     text = resources.files("distillab.presets").joinpath(DEMO_PRESET).read_text()
     import yaml
 
@@ -260,6 +262,7 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
     from distillab.profile import cost_table
     from distillab.results.stats import markdown_table
 
+    _import_modules(args.imports)
     if args.num_classes < 1 or args.repeats < 1:
         raise UserError("--num-classes and --repeats must be at least 1")
     header, rows = cost_table([_profile_item(m, args) for m in args.models])
@@ -273,6 +276,7 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
 def cmd_export(args: argparse.Namespace, console: Console) -> None:
     from distillab.export import export_onnx, export_torchscript, load_student
 
+    _import_modules(args.imports)
     if not (args.onnx or args.torchscript):
         raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
     model, shape = load_student(args.run)
@@ -305,6 +309,20 @@ def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help
     p.add_argument("--restart", action="store_true",
                    help="discard unfinished runs (e.g. after a NaN loss, or to change their config) and train them "
                         "anew; finished runs are never discarded")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present; the same as "
+                   "$DISTILLAB_DEVICE)")
+
+
+def _set_device(device: str | None) -> None:
+    """``--device``: checked now (a clear error when CUDA is not there), then used by every run."""
+    if device is None:
+        return
+    import os
+
+    from distillab.engine.trainer import choose_device
+
+    choose_device(device)
+    os.environ["DISTILLAB_DEVICE"] = device
 
 
 def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
@@ -413,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--repeats", type=int, default=20, help="timed forward passes at batch 1 (a quarter at 256)")
     pr.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                     help="time PyTorch eager, or the model exported to ONNX in onnxruntime")
+    pr.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                    help="import a module first, e.g. one registering the model a run was built with")
     pr.set_defaults(func=cmd_profile)
 
     ex = sub.add_parser("export", help="write a run's student as ONNX and/or TorchScript, checked against PyTorch",
@@ -420,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", help="run folder (or model.safetensors): only the student is exported, no connectors")
     ex.add_argument("--onnx", metavar="FILE", help="ONNX file to write (dynamic batch axis)")
     ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
+    ex.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                    help="import a module first, e.g. one registering the model a run was built with")
     ex.set_defaults(func=cmd_export)
 
     da = sub.add_parser("data", help="data tools: pack a source as WebDataset shards for streaming",

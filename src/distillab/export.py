@@ -23,6 +23,8 @@ def load_student(run: str | Path) -> tuple[nn.Module, tuple[int, int, int]]:
     """The student of a run folder (or a ``model.safetensors``) in eval mode, and its input shape."""
     _, spec = read_model_spec(run)
     model = load_model(run).eval()
+    if "in_shape" in spec:  # API runs record their input shape as seen
+        return model, tuple(spec["in_shape"])  # type: ignore[return-value]
     return model, (spec["in_chans"], spec["img_size"], spec["img_size"])
 
 

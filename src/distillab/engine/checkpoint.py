@@ -101,6 +101,11 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
     from distillab.models import create_model
 
     p, spec = read_model_spec(path)
+    if "name" not in spec:  # an API run of a user's own module class: no builder to call
+        raise UserError(f"{p} holds the weights of your own {spec.get('module', 'module')}, which distillab cannot "
+                        f"rebuild; in Python: distillab.load(RUN_DIR, model=YourNet()); to rebuild it by name, "
+                        f"register a builder (@distillab.register_model) and pass model_name= to distill/train "
+                        f"(then --import YOUR_MODULE)")
     if num_classes is not None and spec["num_classes"] != num_classes:
         raise UserError(f"checkpoint {p} predicts {spec['num_classes']} classes but the data has {num_classes}")
     if data is not None and "classes" in spec and (spec["data"], spec["classes"]) != (data[0], list(data[1])):
@@ -111,7 +116,7 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
                         f"the data has {in_shape[0]}x{in_shape[-1]}px")
     # The saved weights replace everything: do not reload a pretrained file named in the kwargs.
     kwargs = {k: v for k, v in spec["kwargs"].items() if k != "checkpoint"}
-    model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
+    model = create_model(spec["name"], spec["num_classes"], spec.get("in_chans", 1), spec.get("img_size", 28), **kwargs)
     tensors = _load_tensors(p)
     try:
         model.load_state_dict(tensors)

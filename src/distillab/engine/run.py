@@ -108,7 +108,8 @@ class RunLock:
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
 LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
                  ("method", "cache", "dir"),
-                 ("data", "num_workers"))  # not a location, but how fast data is read, not what it is
+                 ("data", "num_workers"),  # not a location, but how fast data is read, not what it is
+                 ("train", "collapse"))  # what the watchdog does, not what is trained
 
 
 def without_locations(cfg: Any) -> Any:
@@ -416,6 +417,8 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
     }
     if cache_record is not None:
         summary["soft_label_cache"] = cache_record
+    if trainer.warning:  # the collapse watchdog fired and the run ended at chance: a failed training
+        summary["warning"] = trainer.warning
     if dist.is_main:
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
         if not keep_checkpoints:

@@ -1,0 +1,127 @@
+"""Issue #25: API runs are run folders (report / export / load), no silent collapse, devices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import distillab
+from distillab.cli import main
+from distillab.errors import UserError
+
+
+def _digits():
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    return TensorDataset(x[:1400], y[:1400]), TensorDataset(x[1400:], y[1400:])
+
+
+class Plain(nn.Module):
+    """A user's own class: no blocks, no registry name."""
+
+    def __init__(self, h: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+        self.fc = nn.Linear(h, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    train, _ = _digits()
+    torch.manual_seed(0)
+    return distillab.train(Plain(64), train, epochs=5, batch_size=64, lr=0.05).model
+
+
+def test_collapse_is_warned_in_one_line_and_recorded(teacher, tmp_path, capsys):
+    # lr 1.0 without clipping: the distilled plain MLP falls to chance — said, with its fix, not silent.
+    train, test = _digits()
+    torch.manual_seed(1)
+    r = distillab.distill(Plain(), teacher, train, epochs=3, batch_size=64, lr=1.0, grad_clip=None,
+                          val_data=test, run_dir=tmp_path / "kd")
+    assert r.val["acc"] < 0.15 and r.warning and "at chance" in r.warning and "grad_clip" in r.warning
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 1 and "lower the learning rate" in err[0]  # once, one line
+    assert "at chance" in json.loads((tmp_path / "kd" / "summary.json").read_text())["warning"]
+    with pytest.raises(UserError, match="at chance.*stopped"):
+        distillab.distill(Plain(), teacher, train, batch_size=64, grad_clip=None, val_data=test,
+                          train_config={"epochs": 3, "optim": {"lr": 1.0}, "collapse": "stop"})
+
+
+def test_no_val_data_the_watchdog_reads_the_last_batch(teacher):
+    train, _ = _digits()
+    torch.manual_seed(1)
+    r = distillab.distill(Plain(), teacher, train, epochs=2, batch_size=64, lr=1.0, grad_clip=None)
+    assert r.warning and "at chance" in r.warning
+
+
+def test_distillation_clips_gradients_by_default(teacher, tmp_path):
+    train, test = _digits()
+    torch.manual_seed(1)
+    r = distillab.distill(Plain(), teacher, train, epochs=3, batch_size=64, lr=0.05, val_data=test,
+                          run_dir=tmp_path / "kd")
+    cfg = json.loads((tmp_path / "kd" / "api_run.json").read_text())
+    assert cfg["train"]["optim"]["grad_clip"] == 5.0 and r.warning is None and r.val["acc"] > 0.6
+    r = distillab.train(Plain(), train, epochs=1, batch_size=64, run_dir=tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "api_run.json").read_text())["train"]["optim"]["grad_clip"] is None
+
+
+def test_an_api_run_is_a_run_folder(tmp_path, capsys):
+    train, test = _digits()
+    torch.manual_seed(0)
+    student = distillab.create_model("cnn:4-8", 10, 1, 8)
+    teacher = distillab.create_model("cnn:8-16", 10, 1, 8)
+    run = tmp_path / "runs-api" / "kd"
+    r = distillab.distill(student, teacher, train, epochs=2, batch_size=64, val_data=test, test_data=test, run_dir=run)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.safetensors"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] == pytest.approx(distillab.evaluate(r.model, test)["acc"])
+    assert not list(run.glob("ckpt-*"))  # the resume checkpoint is dropped once finished, as the CLI does
+    loaded = distillab.load(run)  # rebuilt by name (cnn:4-8), weights equal
+    x = test.tensors[0][:16]
+    assert torch.allclose(loaded(x), r.model.eval()(x))
+    assert main(["report", str(tmp_path / "runs-api")]) == 0
+    assert "cnn:4-8" in capsys.readouterr().out
+    assert main(["export", str(run), "--torchscript", str(tmp_path / "s.pt")]) == 0
+    # A second call reads the finished run back instead of retraining it.
+    again = distillab.distill(distillab.create_model("cnn:4-8", 10, 1, 8), teacher, train, epochs=2, batch_size=64,
+                              val_data=test, test_data=test, run_dir=run)
+    assert torch.allclose(again.model.eval()(x), loaded(x)) and len(again.history) == 2
+
+
+def test_own_module_loads_into_an_instance(tmp_path, capsys):
+    train, test = _digits()
+    torch.manual_seed(0)
+    r = distillab.train(Plain(), train, epochs=1, batch_size=64, run_dir=tmp_path / "own")
+    model = distillab.load(tmp_path / "own", model=Plain())
+    x = test.tensors[0][:8]
+    assert torch.allclose(model(x), r.model.eval()(x))
+    with pytest.raises(UserError, match=r"model=YourNet\(\)"):
+        distillab.load(tmp_path / "own")
+    assert main(["export", str(tmp_path / "own"), "--torchscript", str(tmp_path / "s.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "your own" in err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, digits_train_cfg):
+    train, _ = _digits()
+    with pytest.raises(UserError, match="device 'cuda'.*--device cpu"):
+        distillab.train(Plain(), train, epochs=1, device="cuda")
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(digits_train_cfg))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "device 'cuda'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 0
