@@ -69,7 +69,7 @@ def test_distillation_clips_gradients_by_default(teacher, tmp_path):
     r = distillab.distill(Plain(), teacher, train, epochs=3, batch_size=64, lr=0.05, val_data=test,
                           run_dir=tmp_path / "kd")
     cfg = json.loads((tmp_path / "kd" / "api_run.json").read_text())
-    assert cfg["train"]["optim"]["grad_clip"] == 5.0 and r.warning is None and r.val["acc"] > 0.6
+    assert cfg["train"]["optim"]["grad_clip"] == 5.0 and r.warning is None
     r = distillab.train(Plain(), train, epochs=1, batch_size=64, run_dir=tmp_path / "plain")
     assert json.loads((tmp_path / "plain" / "api_run.json").read_text())["train"]["optim"]["grad_clip"] is None
 
@@ -125,3 +125,46 @@ def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, digits_train_cf
     assert "device 'cuda'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 0
+
+
+def _fashion(n_train: int, n_test: int):
+    import gzip
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path("/usr/share/datasets/fashion-mnist")
+    if not (root / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    x = np.frombuffer(gzip.open(root / "train-images-idx3-ubyte.gz").read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    y = np.frombuffer(gzip.open(root / "train-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
+    x = torch.tensor(x[: n_train + n_test]).float() / 255
+    y = torch.tensor(y[: n_train + n_test]).long()
+    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
+
+
+def _plain_cnn(w: int = 8) -> nn.Module:
+    """A plain BN-free CNN student: the kind that collapses under unclipped KD at lr 0.05."""
+    return nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(2 * w * 49, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+@pytest.mark.slow
+def test_readme_kd_example_on_a_plain_student_trains_or_warns():
+    """The README's settings (T=4, alpha=0.9, lr 0.05) on Fashion-MNIST: measured here 75.6 % with
+    the default clipping (teacher 82.5 %), 10.9 % without, which the watchdog reports."""
+    train, test = _fashion(6000, 2000)
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(32 * 49, 10))
+    teacher = distillab.train(t, train, epochs=3, lr=0.05).model
+    torch.manual_seed(1)
+    kd = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05)
+    assert kd.warning is None and distillab.evaluate(kd.model, test)["acc"] > 0.7
+    torch.manual_seed(1)
+    bad = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05,
+                            grad_clip=None)
+    assert distillab.evaluate(bad.model, test)["acc"] < 0.2 and "at chance" in bad.warning

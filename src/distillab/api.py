@@ -107,6 +107,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     ``train_config`` replaces the optimiser/schedule keyword arguments with a full
     :class:`~distillab.config.TrainConfig`.
     """
+    from distillab.compat import check_torch_pair
+
+    check_torch_pair()
     dev = choose_device(str(device) if device is not None else None)
     cfg = _method_config(method, method_options)
     if isinstance(train_config, dict):

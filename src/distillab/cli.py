@@ -80,7 +80,15 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
         md = module.run(cfg, out, study)
-    console.print(md, soft_wrap=True, markup=False, highlight=False)
+    if console.is_terminal:  # rendered (bold verdicts, aligned tables); files and pipes get the Markdown text
+        from rich.markdown import Markdown
+
+        console.print(Markdown(md))
+    else:
+        console.print(md, soft_wrap=True, markup=False, highlight=False)
+    if study.reused and not quiet:
+        console.print(f"reused {study.reused} finished run{'s' if study.reused > 1 else ''} from {out} (read back, "
+                      f"not retrained; delete a run folder to retrain it)", highlight=False)
     return md
 
 
@@ -201,7 +209,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
         target = Path(args.html)
         if target.is_dir() or not target.parent.is_dir():
             raise UserError(f"--html {target}: give a file in an existing folder")
-        atomic_write_text(target, build_html(Path(args.runs_dir)))
+        atomic_write_text(target, build_html(Path(args.runs_dir), getattr(args, "command_line", None)))
         print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, images inlined): open it in a browser")
         return
 
@@ -274,18 +282,20 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> None:
-    from distillab.export import export_onnx, export_torchscript, load_student
+    from distillab.export import export_onnx, export_torchscript, for_deployment, load_student_spec
 
     _import_modules(args.imports)
     if not (args.onnx or args.torchscript):
         raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
-    model, shape = load_student(args.run)
+    net, shape, spec = load_student_spec(args.run)
+    model, meta = for_deployment(net, spec, args.input)
+    what = meta["distillab.input"]
     if args.onnx:
-        diff = export_onnx(model, shape, args.onnx)
-        print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N); "
-              f"max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
+        diff = export_onnx(model, shape, args.onnx, metadata=meta)
+        print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N, {what}; metadata_props: "
+              f"{', '.join(k.split('.', 1)[1] for k in meta)}); max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
     if args.torchscript:
-        diff = export_torchscript(model, shape, args.torchscript)
+        diff = export_torchscript(model, shape, args.torchscript, metadata=meta)
         print(f"wrote {args.torchscript}; max |TorchScript - PyTorch| on a random batch: {diff:.2e}")
 
 
@@ -349,8 +359,10 @@ def preflight(cfg: BaseModel) -> None:
     shape, classes = (1, 28, 28), 10
     for i, d in enumerate(find_all(cfg, DataConfig)):
         if d.source.startswith("webdataset:"):  # shards: read the metadata, never the data
+            from distillab.compat import require
             from distillab.data.streaming import read_meta
 
+            require("webdataset", "stream", f"data.source {d.source}")
             meta = read_meta(Path(d.source.split(":", 1)[1]).expanduser())
             found = tuple(meta["shape"]), len(meta["classes"])
         else:
@@ -440,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", help="run folder (or model.safetensors): only the student is exported, no connectors")
     ex.add_argument("--onnx", metavar="FILE", help="ONNX file to write (dynamic batch axis)")
     ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
+    ex.add_argument("--input", choices=["raw", "uint8", "normalized"], default="raw",
+                    help="what the exported graph takes: raw float 0..1 images (default) or uint8 0..255, "
+                         "normalised inside the graph; or already normalised ones (the bare network)")
     ex.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                     help="import a module first, e.g. one registering the model a run was built with")
     ex.set_defaults(func=cmd_export)
@@ -488,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "distillab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     console = Console(stderr=False)
     try:
+        from distillab.compat import check_torch_pair
+
+        check_torch_pair()
         args.func(args, console)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -226,12 +226,32 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        from distillab.errors import did_you_mean
+
+        key = str(first["loc"][-1])
+        msg = "unknown key" + (f"; did you mean {ALIASES[key]}?" if key in ALIASES else did_you_mean(key, _config_keys()))
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     got = ""
     if first["type"] != "extra_forbidden" and "input" in first and not isinstance(first["input"], dict):
         got = f" (got {first['input']!r})"
-    return f"{source}: {loc}: {msg}{got}{extra}"
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{got}{extra}"
+
+
+# Other libraries' names for keys that a spelling comparison would not find.
+ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "n_epochs": "epochs",
+           "optimizer": "optim", "scheduler": "schedule", "lr_schedule": "schedule", "clip_grad_norm": "grad_clip",
+           "gradient_clip_val": "grad_clip", "T": "temperature", "bs": "batch_size", "dataset": "source"}
+
+
+def _config_keys() -> list[str]:
+    """Every key any config section accepts (the vocabulary of "did you mean")."""
+    keys: list[str] = []
+    todo: list[type] = [Strict]
+    while todo:
+        cls = todo.pop()
+        keys.extend(getattr(cls, "model_fields", {}))
+        todo.extend(cls.__subclasses__())
+    return keys
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config") -> Any:

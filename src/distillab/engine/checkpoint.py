@@ -80,6 +80,10 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
+        seeds = sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        if seeds:  # a role folder (runs/x/teacher) instead of one of its runs (runs/x/teacher/seed0)
+            raise UserError(f"model checkpoint not found: {p}; {p.parent} is a role folder holding the runs "
+                            f"{', '.join(seeds[:4])}: name one, e.g. {p.parent / seeds[0]}")
         raise UserError(f"model checkpoint not found: {p} (train that run first)")
     try:
         from safetensors import safe_open

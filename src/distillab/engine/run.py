@@ -95,6 +95,30 @@ class RunLock:
                 return
             raise
 
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """The pid (as text, "?" if unknown) of the process holding ``run_dir``'s lock, or None."""
+        import fcntl
+        import os
+
+        path = run_dir / LOCK_FILE
+        if not path.is_file():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         import fcntl
         import os
@@ -365,6 +389,9 @@ def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool
                 run_dir.mkdir(parents=True, exist_ok=True)
                 lock = RunLock(run_dir)
             state = _check_run_dir(run_dir, text, spec, restart)
+            if state in ("resume", "restart") and not claim and (pid := RunLock.holder(run_dir)) is not None:
+                raise UserError(f"run {run_dir} is being trained by another process (pid {pid}); wait for it to "
+                                f"finish (its results are then read back), or stop it first")
             if state == "resume" and not resume:
                 raise unfinished_run_error(str(run_dir))
             if claim and state in ("new", "restart"):

@@ -257,7 +257,11 @@ class Trainer:
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
+            except ImportError:  # tensorboard is an optional extra: say so once, not silently
+                from distillab.compat import say_once
+
+                say_once("tensorboard", "note: tensorboard is not installed, so runs write no tb/ event files "
+                                        "(metrics.jsonl has every number); pip install 'distillab[tensorboard]'")
                 self._want_tb = False
                 return
             # purge_step: events of epochs after the resumed checkpoint (written before a crash) are

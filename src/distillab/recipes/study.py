@@ -39,6 +39,7 @@ class Study:
         self.console = console or Console()
         self.progress = make_progress(total_runs, self.console, quiet)
         self.collapsed: list[str] = []  # runs that ended at chance accuracy (summary "warning")
+        self.reused = 0  # finished runs read back instead of trained
 
     def __enter__(self) -> "Study":
         self.progress.__enter__()
@@ -57,6 +58,7 @@ class Study:
         initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
         comparison: the same student trained alone and distilled)."""
         self.progress.begin_run(f"{name} seed {seed}")
+        self.reused += (self.run_dir(name, seed) / "summary.json").is_file()
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
                               keep_checkpoints=self.keep_checkpoints, restart=self.restart,
                               run_seed=derive_seed(seed, seed_key or name))
