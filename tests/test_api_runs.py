@@ -112,6 +112,28 @@ def test_own_module_loads_into_an_instance(tmp_path, capsys):
     assert len(err) == 1 and "your own" in err[0]
 
 
+def test_progress_bar_on_a_terminal_only(monkeypatch):
+    from rich.console import Console
+
+    from distillab import api
+    from distillab.engine.progress import RichProgress
+
+    assert api._progress(None) is None and api._progress(False) is None  # pytest's stderr is not a terminal
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    assert isinstance(api._progress(None), RichProgress) and api._progress(False) is None
+    seen = []
+
+    class Spy(RichProgress):
+        def advance(self, n=1, **fields):
+            seen.append(fields.get("loss"))
+            super().advance(n, **fields)
+
+    monkeypatch.setattr("distillab.engine.progress.RichProgress", Spy)
+    train, _ = _digits()
+    distillab.train(Plain(), train, epochs=1, batch_size=64)
+    assert len(seen) == 22 and all(v > 0 for v in seen)  # the live bar saw every step's loss
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, digits_train_cfg):
     train, _ = _digits()

@@ -37,7 +37,11 @@ def test_html_page_holds_tables_plots_and_command(study, tmp_path, capsys):
     assert "distillab run" in text and "recipe: benchmark" in text  # provenance from study.json
     assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing fetched
     # Issue #25: verdicts in bold (no raw Markdown), the date, version and the command of the page.
-    assert "<strong>Verdict:" in text and "**" not in text
+    from distillab.results.html import _markdown
+
+    assert "**" not in text
+    assert _markdown("**Verdict: reproduced** (2 of 2 claims), `seed0`") == \
+        "<p class='note'><strong>Verdict: reproduced</strong> (2 of 2 claims), <code>seed0</code></p>"
     import distillab
 
     assert re.search(r"Made \d{4}-\d\d-\d\d \d\d:\d\d UTC by distillab " + re.escape(distillab.__version__), text)

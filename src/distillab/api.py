@@ -157,6 +157,7 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
                     with bar:
                         bar.begin_run(f"{method} → {folder.name if run_dir is not None else 'model'}")
                         history = trainer.fit()
+                        bar.end_run()
                 else:
                     history = trainer.fit()
                 warning = trainer.warning

@@ -133,7 +133,8 @@ class RunLock:
 LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
                  ("method", "cache", "dir"),
                  ("data", "num_workers"),  # not a location, but how fast data is read, not what it is
-                 ("train", "collapse"))  # what the watchdog does, not what is trained
+                 ("train", "collapse"),  # what the watchdog does, not what is trained
+                 ("train", "checkpoint_every"), ("train", "checkpoint_minutes"))  # when resume points are written
 
 
 def without_locations(cfg: Any) -> Any:

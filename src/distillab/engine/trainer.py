@@ -22,6 +22,9 @@ from distillab.engine.checkpoint import load_train_state, read_train_state, save
 from distillab.methods.base import Objective
 
 
+_clock = time.monotonic  # when checkpoints fall due (a module attribute, so a test can drive it)
+
+
 def choose_device(requested: str | None = None) -> torch.device:
     """CUDA when present, else CPU; ``$DISTILLAB_DEVICE`` or ``requested`` overrides. Under
     torchrun each process takes the GPU of its ``LOCAL_RANK``."""
@@ -183,6 +186,7 @@ class Trainer:
         start = self._resume()
         distributed.barrier()  # no rank starts before every rank has read the committed state
         self._start = start
+        self._last_checkpoint = _clock()
         try:
             self._fit_epochs(start)
         finally:
@@ -211,13 +215,24 @@ class Trainer:
                 # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
                 with self._metrics_path().open("a") as f:
                     f.write(json.dumps(record) + "\n")
-                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                if self._checkpoint_due(epoch):
+                    self._last_checkpoint = _clock()
                     save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), self.optimizer,
                                      {"seed": self.seed})
             if self.progress:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
+
+    def _checkpoint_due(self, epoch: int) -> bool:
+        """After the last epoch; then every ``checkpoint_every`` epochs, or (unset) once
+        ``checkpoint_minutes`` have passed since the last checkpoint (or the start of this session)."""
+        cfg = self.cfg
+        if epoch + 1 == cfg.epochs:
+            return True
+        if cfg.checkpoint_every is not None:
+            return (epoch + 1) % cfg.checkpoint_every == 0
+        return _clock() - self._last_checkpoint >= 60 * cfg.checkpoint_minutes
 
     def _watch(self, record: dict[str, Any], epoch: int) -> None:
         """Collapse watchdog: accuracy at chance after the first epochs is a diverged run. Validation
