@@ -79,6 +79,10 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
+        if not quiet and console.is_terminal:  # the live bar's ETA: estimated work of every planned run
+            from distillab.engine.plan import plan_study
+
+            study.plan_weights(plan_study(cfg, module, out))
         md = module.run(cfg, out, study)
     if console.is_terminal:  # rendered (bold verdicts, aligned tables); files and pipes get the Markdown text
         from rich.markdown import Markdown

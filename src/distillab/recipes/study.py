@@ -48,6 +48,12 @@ class Study:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
+    def plan_weights(self, planned: Sequence[Any]) -> None:
+        """Weight the study's progress bar by each planned run's estimated work (see
+        :func:`run_weights`), so its ETA holds across runs of different lengths."""
+        if hasattr(self.progress, "set_weights") and planned:
+            self.progress.set_weights(run_weights(planned))
+
     def run_dir(self, name: str, seed: int) -> Path:
         return self.out / name / f"seed{seed}"
 
@@ -57,8 +63,12 @@ class Study:
         The run's own seed is derived from (``seed``, ``seed_key`` or ``name``): runs never share an
         initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
         comparison: the same student trained alone and distilled)."""
-        self.progress.begin_run(f"{name} seed {seed}")
-        self.reused += (self.run_dir(name, seed) / "summary.json").is_file()
+        label = f"{name} seed {seed}"
+        if (self.run_dir(name, seed) / "summary.json").is_file():
+            self.reused += 1
+            if hasattr(self.progress, "skip_run"):
+                self.progress.skip_run(label)
+        self.progress.begin_run(label)
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
                               keep_checkpoints=self.keep_checkpoints, restart=self.restart,
                               run_seed=derive_seed(seed, seed_key or name))
@@ -119,3 +129,33 @@ class Study:
         if self.provenance:
             (self.out / "study.json").write_text(self.provenance)
         return md
+
+
+def run_weights(planned: Sequence[Any]) -> dict[str, float]:
+    """Estimated work of each planned run: epochs x training examples x (student parameters + a
+    third of each teacher's, whose forward pass alone runs). Parameters are counted on the meta
+    device (no memory); only the ratios matter, since the bar's speed is measured."""
+    import torch
+
+    from distillab.models import count_params, create_model
+
+    sizes: dict[tuple[str, str], int] = {}
+
+    def params(model: Any) -> int:
+        key = (model.name, repr(sorted(model.kwargs.items())))
+        if key not in sizes:
+            try:
+                with torch.device("meta"):
+                    kwargs = {k: v for k, v in model.kwargs.items() if k != "checkpoint"}
+                    sizes[key] = count_params(create_model(model.name, 10, 3, 32, **kwargs))
+            except Exception:  # noqa: BLE001 - an estimate: an unbuildable model counts as average
+                sizes[key] = 0
+        return sizes[key]
+
+    out: dict[str, float] = {}
+    for r in planned:
+        cost = params(r.spec.model) + sum(params(planned[i].spec.model) for i in r.after
+                                          if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])) / 3
+        n = r.spec.data.train_subset or r.spec.data.steps_per_epoch or 1
+        out[f"{r.name} seed {r.seed}"] = max(cost, 1.0) * r.spec.train.epochs * n
+    return out
