@@ -78,7 +78,12 @@ def test_export_takes_raw_images_and_says_how(kd_run, tmp_path, capsys):
     assert (scripted(raw_u8.float()[:64] / 255).argmax(1) == torch.from_numpy(
         ort.InferenceSession(str(tmp_path / "raw.onnx")).run(None, {"input": raw_u8.float()[:64].numpy() / 255})[0]
     ).argmax(1)).all()
-    assert main(["profile", str(tmp_path / "u8.onnx"), "--repeats", "2"]) == 0
+    capsys.readouterr()
+    assert main(["profile", str(run), str(tmp_path / "raw.onnx"), str(tmp_path / "u8.onnx"), "--repeats", "2",
+                 "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    accs = [float(ln.rstrip(" |").rsplit("|", 1)[1]) for ln in out.splitlines() if ln.startswith("| ") and "test acc" not in ln]
+    assert len(accs) == 3 and max(accs) - min(accs) <= 0.1  # raw images through onnxruntime: PyTorch's accuracy
 
 
 def test_profile_reads_runs_and_onnx_files(kd_run, tmp_path, capsys):

@@ -270,6 +270,53 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
     return Cost(name, params, count_macs(model, shape), b1[0], b256[0], b1[1:], b256[1:])
 
 
+def _profile_accuracy(item: str, source: str, data_dir: str | None) -> float | None:
+    """Test accuracy of a run folder / model file (PyTorch, its own normalisation) or of an ONNX
+    file (onnxruntime, fed what its metadata says it takes: raw 0..1, uint8 or normalised
+    images); None for a bare model name."""
+    import json
+
+    import torch
+
+    from distillab.data import prepare_data
+
+    path = Path(item)
+    bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0)
+    raw, labels = bundle.test.x.cpu(), bundle.test.y.cpu()  # uint8 images as stored, no normalisation
+    if path.suffix == ".onnx":
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        first = session.get_inputs()[0]
+        kind = meta.get("distillab.input", "")
+        preds = []
+        for i in range(0, len(raw), 500):
+            x = raw[i:i + 500]
+            if first.type == "tensor(uint8)":
+                feed = x.numpy()
+            elif kind.startswith("float32 0..1") or "distillab.mean" not in meta:
+                feed = x.float().numpy() / 255.0
+            else:  # exported --input normalized: normalise as its metadata says
+                mean = np.array(json.loads(meta["distillab.mean"]), np.float32).reshape(1, -1, 1, 1)
+                std = np.array(json.loads(meta["distillab.std"]), np.float32).reshape(1, -1, 1, 1)
+                feed = (x.float().numpy() / 255.0 - mean) / std
+            preds.append(torch.from_numpy(session.run(None, {first.name: feed})[0]).argmax(1))
+        return float((torch.cat(preds) == labels).float().mean())
+    if path.is_dir() or path.suffix == ".safetensors":
+        from distillab.engine.checkpoint import read_model_spec
+        from distillab.engine.trainer import evaluate
+        from distillab.export import load_student
+
+        model, _ = load_student(path)
+        norm = read_model_spec(path)[1].get("normalize")
+        bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0, normalization=norm)
+        return evaluate(model, bundle.test)["acc"]
+    return None
+
+
 def cmd_profile(args: argparse.Namespace, console: Console) -> None:
     from distillab.profile import cost_table
     from distillab.results.stats import markdown_table
@@ -278,6 +325,11 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
     if args.num_classes < 1 or args.repeats < 1:
         raise UserError("--num-classes and --repeats must be at least 1")
     header, rows = cost_table([_profile_item(m, args) for m in args.models])
+    if args.data:
+        header.append(f"{args.data} test acc (%)")
+        for row, item in zip(rows, args.models):
+            acc = _profile_accuracy(item, args.data, args.data_dir)
+            row.append("—" if acc is None else f"{100 * acc:.2f}")
     print(markdown_table(header, rows))
     print(f"\nCPU latency ({args.runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
           f"are folded into the convs, hence fewer params): median [inter-quartile range] over {args.repeats} repeats at batch 1, "
@@ -447,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--repeats", type=int, default=20, help="timed forward passes at batch 1 (a quarter at 256)")
     pr.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                     help="time PyTorch eager, or the model exported to ONNX in onnxruntime")
+    pr.add_argument("--data", metavar="SOURCE", default=None,
+                    help="also measure test accuracy on this source: run folders in PyTorch, .onnx files in "
+                         "onnxruntime fed the raw images their metadata asks for")
+    pr.add_argument("--data-dir", default=None, help="where the --data source's files are")
     pr.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                     help="import a module first, e.g. one registering the model a run was built with")
     pr.set_defaults(func=cmd_profile)
