@@ -190,3 +190,16 @@ def test_readme_kd_example_on_a_plain_student_trains_or_warns():
     bad = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05,
                             grad_clip=None)
     assert distillab.evaluate(bad.model, test)["acc"] < 0.2 and "at chance" in bad.warning
+
+
+def test_a_study_flags_a_collapsed_run_under_its_table(tmp_path, capsys):
+    import yaml
+
+    cfg = {"recipe": "hinton", "data": {"source": "digits", "val_size": 200, "batch_size": 64}, "seeds": [0],
+           "teacher": {"model": {"name": "mlp:64"}, "train": {"epochs": 2}},
+           "student": {"model": {"name": "mlp:16-16"}, "train": {"epochs": 2, "optim": {"lr": 3.0}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]) == 0
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "ended at chance accuracy" in md and "seed 0" in md
+    assert "warning: run " in capsys.readouterr().err

@@ -140,7 +140,9 @@ class Trainer:
         self.progress = progress
         self.on_epoch = on_epoch
         self.callbacks = list(callbacks)  # objects with on_epoch_start(epoch), e.g. a freeze schedule
-        self.warning: str | None = None  # the collapse watchdog's message, once it has fired
+        from distillab.engine.watchdog import Watchdog
+
+        self.watchdog = Watchdog(cfg.collapse)
         self.label = str(run_dir)  # how the watchdog names the run ("" for the API's temporary folders)
         groups = param_groups if param_groups is not None else [{"params": list(objective.trainable_parameters())}]
         self.optimizer = make_optimizer(groups, cfg.optim)
@@ -235,35 +237,24 @@ class Trainer:
         return _clock() - self._last_checkpoint >= 60 * cfg.checkpoint_minutes
 
     def _watch(self, record: dict[str, Any], epoch: int) -> None:
-        """Collapse watchdog: accuracy at chance after the first epochs is a diverged run. Validation
-        accuracy when there is validation data, else the last training batch's (eval mode)."""
-        from distillab.engine.watchdog import at_chance, batch_accuracy, collapse_warning
+        """The collapse watchdog (engine/watchdog.py) on validation accuracy, else on the epoch's
+        last ~512 training examples."""
+        from distillab.engine.watchdog import batch_accuracy
 
-        if self.cfg.collapse == "ignore":
-            return
         if "val_acc" in record:
             acc, classes, n = record["val_acc"], self._classes, self._n_val
-        elif self._recent:
+        elif self._recent and self.watchdog.mode != "ignore":
             acc, classes, n = batch_accuracy(self.objective.eval_model(), torch.cat([x for x, _ in self._recent]),
                                              torch.cat([y for _, y in self._recent]))
         else:
             return
-        if not at_chance(acc, classes, n):
-            self.warning = None  # recovered
-            return
-        record["at_chance"] = True
-        message = collapse_warning(acc, classes, epoch + 1, self.cfg.epochs, self.label, n)
-        if message is None or self.warning is not None:
-            return
-        self.warning = message
-        if self.cfg.collapse == "stop":
-            from distillab.errors import UserError
+        if self.watchdog.observe(acc, classes, n, epoch + 1, self.cfg.epochs, self.label, self._dist.is_main):
+            record["at_chance"] = True
 
-            raise UserError(message.replace("training has collapsed;", "training stopped (train.collapse: stop);"))
-        if self._dist.is_main:
-            import sys
-
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+    @property
+    def warning(self) -> str | None:
+        """The watchdog's one line when the run is (still) at chance, else None."""
+        return self.watchdog.warning
 
     def _log_tensorboard(self, record: dict[str, Any]) -> None:
         """Every named loss, accuracy, lr and samples/s of an epoch, at step = epoch."""

@@ -46,3 +46,34 @@ def batch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
         model.train(was)
     return float((logits.argmax(1) == y).float().mean()), int(logits.shape[1]), len(y)
 
+
+
+class Watchdog:
+    """Watches one run's accuracy epoch by epoch; ``mode``: warn (one line on stderr, once, and
+    ``warning`` set for the summary), stop (a :class:`UserError`) or ignore."""
+
+    def __init__(self, mode: str = "warn") -> None:
+        self.mode = mode
+        self.warning: str | None = None
+
+    def observe(self, acc: float, classes: int, n: int, epoch: int, epochs: int, label: str = "",
+                speak: bool = True) -> bool:
+        """Record an epoch's accuracy; return whether it is at chance."""
+        if self.mode == "ignore":
+            return False
+        if not at_chance(acc, classes, n):
+            self.warning = None  # recovered: not a failed run after all
+            return False
+        message = collapse_warning(acc, classes, epoch, epochs, label, n)
+        if message is None or self.warning is not None:
+            return True
+        self.warning = message
+        if self.mode == "stop":
+            from distillab.errors import UserError
+
+            raise UserError(message.replace("training has collapsed;", "training stopped (train.collapse: stop);"))
+        if speak:
+            import sys
+
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        return True
