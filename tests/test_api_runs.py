@@ -175,19 +175,20 @@ def _plain_cnn(w: int = 8) -> nn.Module:
 
 @pytest.mark.slow
 def test_readme_kd_example_on_a_plain_student_trains_or_warns():
-    """The README's settings (T=4, alpha=0.9, lr 0.05) on Fashion-MNIST: measured here 75.6 % with
-    the default clipping (teacher 82.5 %), 10.9 % without, which the watchdog reports."""
-    train, test = _fashion(6000, 2000)
+    """The README's settings (T=4, alpha=0.9, lr 0.05) on a plain BN-free CNN, 12,000 Fashion-MNIST
+    images: measured 83.5 % after 4 epochs with the default clipping (teacher 86.3 %); without
+    clipping it collapses to chance, which the watchdog reports after 2 epochs."""
+    train, test = _fashion(12000, 2000)
     torch.manual_seed(0)
     t = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                       nn.Linear(32 * 49, 10))
-    teacher = distillab.train(t, train, epochs=3, lr=0.05).model
+    teacher = distillab.train(t, train, epochs=4, lr=0.05).model
     torch.manual_seed(1)
-    kd = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05)
-    assert kd.warning is None and distillab.evaluate(kd.model, test)["acc"] > 0.7
+    kd = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=4, lr=0.05)
+    assert kd.warning is None and distillab.evaluate(kd.model, test)["acc"] > 0.8
     torch.manual_seed(1)
-    bad = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05,
+    bad = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=2, lr=0.05,
                             grad_clip=None)
     assert distillab.evaluate(bad.model, test)["acc"] < 0.2 and "at chance" in bad.warning
 
