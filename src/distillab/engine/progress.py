@@ -12,18 +12,19 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class RichProgress:
     """One bar for the study (runs done) and one for the current epoch (batches)."""
 
     def __init__(self, total_runs: int, console: Console | None = None) -> None:
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        # MofN from a field: in weighted mode the study bar's numbers are work estimates, not runs.
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                            console=console, transient=False)
-        self._runs = self._p.add_task("runs", total=total_runs, info="")
-        self._epoch = self._p.add_task("", total=1, info="", visible=False)
+        self._runs = self._p.add_task("runs", total=total_runs, info="", count=f"0/{total_runs}")
+        self._epoch = self._p.add_task("", total=1, info="", visible=False, count="")
         self._t0 = time.perf_counter()
         self._seen = 0
         # Weighted mode (set_weights): the study bar counts estimated work (epochs x cost per
@@ -48,7 +49,7 @@ class RichProgress:
         """Estimated work of every run of the study (``"name seed k"`` → epochs x cost per epoch)."""
         self._weights = dict(weights)
         self._p.update(self._runs, total=sum(self._weights.values()) or 1, completed=0,
-                       description=f"runs 0/{len(self._weights)}")
+                       description=f"runs 0/{len(self._weights)}", count="")
         self._n_done = 0
 
     def skip_run(self, name: str) -> None:
@@ -65,6 +66,8 @@ class RichProgress:
     def end_run(self) -> None:
         if self._weights is None:
             self._p.advance(self._runs)
+            task = self._p.tasks[[t.id for t in self._p.tasks].index(self._runs)]
+            self._p.update(self._runs, count=f"{task.completed:.0f}/{task.total:.0f}")
             return
         self._done += self._run_weight  # whatever the per-batch estimate missed (a resumed run)
         self._n_done += 1
@@ -72,7 +75,9 @@ class RichProgress:
 
     # --- the trainer's Progress protocol
     def start(self, description: str, total: int) -> None:
-        self._p.reset(self._epoch, total=total, description=f"  {description}", info="", visible=True)
+        self._p.reset(self._epoch, total=total, description=f"  {description}", info="", visible=True,
+                      count=f"0/{total}")
+        self._batches = (0, total)
         self._t0, self._seen = time.perf_counter(), 0
         if self._weights is not None:
             epochs = _epochs_of(description)
@@ -82,7 +87,8 @@ class RichProgress:
         self._seen += int(fields.pop("samples", 0))
         rate = self._seen / max(time.perf_counter() - self._t0, 1e-9)
         info = " ".join(f"{k} {v:.3f}" for k, v in fields.items()) + f" {rate:,.0f} samples/s"
-        self._p.update(self._epoch, advance=n, info=info)
+        self._batches = (self._batches[0] + n, self._batches[1])
+        self._p.update(self._epoch, advance=n, info=info, count=f"{self._batches[0]}/{self._batches[1]}")
         if self._weights is not None and self._per_batch:
             self._run_done = min(self._run_weight, self._run_done + n * self._per_batch)
             self._p.update(self._runs, completed=self._done + self._run_done)
