@@ -91,8 +91,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
 
     ``grad_clip``: ``"auto"`` (default) clips the gradient norm at 5.0 for distillation methods and
     not for plain training (see :func:`_grad_clip`); a number or None sets it. Every epoch a
-    watchdog checks that accuracy (``val_data``'s, else the last training batch's) has left chance,
-    and warns in one line with the fix if not (``train_config={"collapse": "stop"}`` stops instead).
+    watchdog checks that accuracy (``val_data``'s, else the epoch's last ~512 training examples')
+    has left chance, and warns in one line with the fix if not (``train_config={"collapse":
+    "stop"}`` stops instead).
 
     ``run_dir``: a run folder like the CLI's — ``config.yaml``, ``metrics.jsonl``, checkpoints while
     training, then ``model.safetensors`` and ``summary.json`` (accuracy on ``test_data``, else
