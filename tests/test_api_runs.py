@@ -177,7 +177,7 @@ def _plain_cnn(w: int = 8) -> nn.Module:
 def test_readme_kd_example_on_a_plain_student_trains_or_warns():
     """The README's settings (T=4, alpha=0.9, lr 0.05) on a plain BN-free CNN, 12,000 Fashion-MNIST
     images: measured 83.5 % after 4 epochs with the default clipping (teacher 86.3 %); without
-    clipping it collapses to chance, which the watchdog reports after 2 epochs."""
+    clipping it collapses to chance (10.9 % on 6,000 of them), which the watchdog reports."""
     train, test = _fashion(12000, 2000)
     torch.manual_seed(0)
     t = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
@@ -188,7 +188,8 @@ def test_readme_kd_example_on_a_plain_student_trains_or_warns():
     kd = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=4, lr=0.05)
     assert kd.warning is None and distillab.evaluate(kd.model, test)["acc"] > 0.8
     torch.manual_seed(1)
-    bad = distillab.distill(_plain_cnn(), teacher, train, method="kd", temperature=4, alpha=0.9, epochs=2, lr=0.05,
+    half = torch.utils.data.Subset(train, range(6000))  # measured: 10.9 % after 3 epochs on these
+    bad = distillab.distill(_plain_cnn(), teacher, half, method="kd", temperature=4, alpha=0.9, epochs=3, lr=0.05,
                             grad_clip=None)
     assert distillab.evaluate(bad.model, test)["acc"] < 0.2 and "at chance" in bad.warning
 
