@@ -8,6 +8,20 @@ import torch
 torch.set_num_threads(2)
 
 
+def pytest_configure(config):
+    """A mismatched torch/torchvision pair fails every torchvision test the same obscure way
+    (``operator torchvision::nms does not exist``): say it once, with the pair to install."""
+    from distillab.compat import pair_error
+    from importlib import metadata
+
+    try:
+        message = pair_error(metadata.version("torch"), metadata.version("torchvision"))
+    except metadata.PackageNotFoundError:
+        return
+    if message:
+        pytest.exit(f"error: {message}", returncode=2)
+
+
 @pytest.fixture
 def digits_train_cfg() -> dict:
     """A config for the ``train`` recipe that finishes in about a second."""

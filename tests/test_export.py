@@ -28,7 +28,8 @@ def kd_run(tmp_path_factory):
 
 def test_onnx_and_torchscript_match_pytorch_on_real_images(kd_run, tmp_path, capsys):
     run = kd_run / "CRD" / "seed0"
-    assert main(["export", str(run), "--onnx", str(tmp_path / "s.onnx"), "--torchscript", str(tmp_path / "s.pt")]) == 0
+    assert main(["export", str(run), "--onnx", str(tmp_path / "s.onnx"), "--torchscript", str(tmp_path / "s.pt"),
+                 "--input", "normalized"]) == 0
     model, shape = load_student(run)
     assert shape == (1, 8, 8)
     x = next(iter(prepare_data(DataConfig(source="digits", val_size=200), 0).test)).x  # real, normalised digits
@@ -45,6 +46,44 @@ def test_onnx_and_torchscript_match_pytorch_on_real_images(kd_run, tmp_path, cap
 
     names = {t.name for t in onnx.load(str(tmp_path / "s.onnx")).graph.initializer}
     assert not any("crd" in n or "memory" in n for n in names)
+
+
+def test_export_takes_raw_images_and_says_how(kd_run, tmp_path, capsys):
+    """Issue #25: by default the graph normalises raw 0..1 (or uint8) images itself, its metadata
+    names the input, mean/std and classes, and its accuracy on raw test images is PyTorch's."""
+    import json
+
+    import onnx
+
+    run = kd_run / "CRD" / "seed0"
+    assert main(["export", str(run), "--onnx", str(tmp_path / "raw.onnx"), "--torchscript", str(tmp_path / "raw.pt")]) == 0
+    assert main(["export", str(run), "--onnx", str(tmp_path / "u8.onnx"), "--input", "uint8"]) == 0
+    test = prepare_data(DataConfig(source="digits", val_size=200), 0).test
+    model, _ = load_student(run)
+    with torch.no_grad():
+        torch_acc = float(torch.cat([(model(b.x).argmax(1) == b.y) for b in test]).float().mean())
+    raw_u8 = test.x.cpu()  # the uint8 images as stored, no normalisation
+    for name, feed in (("raw.onnx", raw_u8.float().numpy() / 255.0), ("u8.onnx", raw_u8.numpy())):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        pred = session.run(None, {"input": feed})[0].argmax(1)
+        onnx_acc = float((torch.from_numpy(pred) == test.y.cpu()).float().mean())
+        assert abs(onnx_acc - torch_acc) <= 0.001, (name, onnx_acc, torch_acc)
+    assert torch_acc > 0.3  # a trained model, well above chance
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "raw.onnx")).metadata_props}
+    assert meta["distillab.input"].startswith("float32 0..1") and len(json.loads(meta["distillab.mean"])) == 1
+    assert json.loads(meta["distillab.classes"])[:3] == ["0", "1", "2"]
+    extra = {"meta.json": ""}
+    scripted = torch.jit.load(str(tmp_path / "raw.pt"), _extra_files=extra)
+    assert json.loads(extra["meta.json"])["distillab.std"] == meta["distillab.std"]
+    assert (scripted(raw_u8.float()[:64] / 255).argmax(1) == torch.from_numpy(
+        ort.InferenceSession(str(tmp_path / "raw.onnx")).run(None, {"input": raw_u8.float()[:64].numpy() / 255})[0]
+    ).argmax(1)).all()
+    capsys.readouterr()
+    assert main(["profile", str(run), str(tmp_path / "raw.onnx"), str(tmp_path / "u8.onnx"), "--repeats", "2",
+                 "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    accs = [float(ln.rstrip(" |").rsplit("|", 1)[1]) for ln in out.splitlines() if ln.startswith("| ") and "test acc" not in ln]
+    assert len(accs) == 3 and max(accs) - min(accs) <= 0.1  # raw images through onnxruntime: PyTorch's accuracy
 
 
 def test_profile_reads_runs_and_onnx_files(kd_run, tmp_path, capsys):

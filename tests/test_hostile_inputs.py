@@ -253,7 +253,7 @@ def test_half_written_metrics_line_does_not_block_resume(tmp_path, capsys):
 def test_disk_full_keeps_the_last_commit_and_leaves_no_orphans(tmp_path, capsys, monkeypatch):
     import distillab.engine.checkpoint as ck
 
-    cfg = _yaml(tmp_path, {**BASE, "train": {"epochs": 3, "optim": {"lr": 0.05}}})
+    cfg = _yaml(tmp_path, {**BASE, "train": {"epochs": 3, "checkpoint_every": 1, "optim": {"lr": 0.05}}})
     real, calls = ck.save_file, {"n": 0}
 
     def full_after_first(tensors, path, metadata=None):

@@ -36,6 +36,28 @@ def test_html_page_holds_tables_plots_and_command(study, tmp_path, capsys):
     assert "learning curves" in text and "accuracy vs mult-adds" in text
     assert "distillab run" in text and "recipe: benchmark" in text  # provenance from study.json
     assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing fetched
+    # Issue #25: verdicts in bold (no raw Markdown), the date, version and the command of the page.
+    from distillab.results.html import _markdown
+
+    assert "**" not in text
+    assert _markdown("**Verdict: reproduced** (2 of 2 claims), `seed0`") == \
+        "<p class='note'><strong>Verdict: reproduced</strong> (2 of 2 claims), <code>seed0</code></p>"
+    import distillab
+
+    assert re.search(r"Made \d{4}-\d\d-\d\d \d\d:\d\d UTC by distillab " + re.escape(distillab.__version__), text)
+    assert f"distillab report {study}" in text
+
+
+def test_html_plots_have_whole_epoch_ticks_and_room_for_labels(study, monkeypatch):
+    from distillab.results import html as page
+
+    figs = []
+    monkeypatch.setattr(page, "_png", lambda fig: figs.append(fig) or b"png")
+    page.study_section(study / "bench", study)
+    curves, cost = figs
+    ticks = curves.axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
+    assert cost.axes[0].margins()[0] >= 0.2
 
 
 def test_html_renders_in_headless_chromium(study, tmp_path):

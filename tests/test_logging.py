@@ -3,6 +3,7 @@ terminal, and --quiet."""
 
 import io
 
+import pytest
 import yaml
 from rich.console import Console
 
@@ -47,3 +48,43 @@ def test_quiet_prints_only_the_table(tmp_path, digits_train_cfg, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "| run" in out and "test acc" in out and "seed 0:" not in out and "→" not in out
+
+
+def test_study_eta_weighs_every_planned_run_by_its_work():
+    """Issue #25: the live bar's ETA counts estimated work (epochs x size of every planned run,
+    a third of a teacher's for its forward pass), advanced every batch — not runs of very different
+    lengths; a finished run read back leaves the total."""
+    from rich.console import Console
+
+    from distillab.config import validate
+    from distillab.engine.plan import plan_study
+    from distillab.engine.progress import RichProgress
+    from distillab.models import count_params, create_model
+    from distillab.recipes import RECIPES
+    from distillab.recipes.study import run_weights
+
+    cls, module = RECIPES["hinton"]
+    cfg = validate(cls, {"recipe": "hinton", "data": {"source": "digits", "val_size": 200}, "seeds": [0],
+                         "teacher": {"model": {"name": "mlp:256"}, "train": {"epochs": 4}},
+                         "student": {"model": {"name": "mlp:16"}, "train": {"epochs": 2}}})
+    import pathlib
+    import tempfile
+
+    w = run_weights(plan_study(cfg, module, pathlib.Path(tempfile.mkdtemp())))
+    p_t, p_s = (count_params(create_model(n, 10, 3, 32)) for n in ("mlp:256", "mlp:16"))
+    teacher, alone, distilled = (w[k] for k in sorted(w, key=lambda k: ("teacher" not in k, "distil" in k)))
+    assert teacher / alone == pytest.approx(4 * p_t / (2 * p_s))
+    assert distilled / alone == pytest.approx((p_s + p_t / 3) / p_s)
+
+    bar = RichProgress(3, Console(quiet=True))
+    bar.set_weights({"a seed 0": 30.0, "b seed 0": 10.0, "c seed 0": 60.0})
+    task = lambda: bar._p.tasks[0]  # noqa: E731
+    bar.skip_run("a seed 0")  # read back: not progress
+    assert task().total == 70.0 and task().completed == 0
+    bar.begin_run("b seed 0")
+    bar.start("epoch 1/2", 5)
+    for _ in range(5):
+        bar.advance(1, loss=1.0, samples=8)
+    assert task().completed == pytest.approx(5.0)  # half of b's work after one of its two epochs
+    bar.end_run()
+    assert task().completed == 10.0 and task().description == "runs 1/2"

@@ -284,7 +284,7 @@ def test_resume_through_the_trainer_is_bit_identical(tmp_path, method):
     from distillab.engine.trainer import Trainer
 
     data = prepare_data(DataConfig(source="digits", val_size=200, batch_size=128), 0)
-    cfg = TrainConfig(epochs=3, optim=OptimConfig(lr=0.05))
+    cfg = TrainConfig(epochs=3, optim=OptimConfig(lr=0.05), checkpoint_every=1)
     torch.manual_seed(7)
     teacher = Teacher(create_model("cnn:16-16-32", 10, 1, 8))
 

@@ -39,7 +39,7 @@ def test_method_trains_and_resumes_bit_identically(name, tmp_path):
     torch.manual_seed(100)
     teacher_net = create_model("cnn:8-16", 10, 1, 8)
     before = {k: v.clone() for k, v in teacher_net.state_dict().items()}
-    cfg = TrainConfig(epochs=3, optim=OptimConfig(lr=0.05, schedule="cosine"))
+    cfg = TrainConfig(epochs=3, optim=OptimConfig(lr=0.05, schedule="cosine"), checkpoint_every=1)
 
     full = _objective(name, teacher_net, data, 0)
     history = Trainer(full, data.train, cfg, tmp_path / "full", seed=0).fit()

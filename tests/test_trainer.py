@@ -42,7 +42,7 @@ class Killed(Exception):
 
 
 def test_resume_is_identical_to_uninterrupted(tmp_path):
-    cfg = TrainConfig(epochs=4, optim=OptimConfig(lr=0.05, schedule="cosine", warmup_epochs=1))
+    cfg = TrainConfig(epochs=4, optim=OptimConfig(lr=0.05, schedule="cosine", warmup_epochs=1), checkpoint_every=1)
     data = _digits()
     full = _supervised()
     Trainer(full, data.train, cfg, tmp_path / "full", seed=0, val=data.val).fit()
@@ -94,3 +94,21 @@ def test_bf16_autocast_and_channels_last_train_with_fp32_master_weights(tmp_path
         states[prec] = obj.student.state_dict()
     # bf16 really ran: the weights differ from the fp32 run's (same init, data and order).
     assert any(not torch.equal(states["fp32"][k], states["bf16"][k]) for k in states["fp32"])
+
+
+def test_checkpoints_by_time_and_at_the_end_by_default(tmp_path, monkeypatch):
+    """Issue #25: not every epoch (the demo wrote ~5.9 GB): after the last epoch, and once
+    ``checkpoint_minutes`` have passed."""
+    import distillab.engine.trainer as tr
+
+    saved = []
+    real = tr.save_train_state
+    monkeypatch.setattr(tr, "save_train_state", lambda run_dir, epoch, *a: saved.append(epoch) or real(run_dir, epoch, *a))
+    data = _digits()
+    Trainer(_supervised(), data.train, TrainConfig(epochs=3), tmp_path / "a", seed=0).fit()
+    assert saved == [3]
+    saved.clear()
+    clock = iter(range(0, 10_000, 400))  # each call 400 s later: past the 10-minute mark every other epoch
+    monkeypatch.setattr(tr, "_clock", lambda: next(clock))
+    Trainer(_supervised(), data.train, TrainConfig(epochs=4), tmp_path / "b", seed=0).fit()
+    assert saved == [2, 4]

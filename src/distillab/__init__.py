@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "distill": "distillab.api", "train": "distillab.api", "evaluate": "distillab.api", "FitResult": "distillab.api",
+    "load": "distillab.api", "BlockNet": "distillab.models.blocks",
     "create_model": "distillab.models", "register_model": "distillab.models",
     "register_method": "distillab.methods", "Teacher": "distillab.methods", "Objective": "distillab.methods",
     "Batch": "distillab.data.batch", "Trainer": "distillab.engine.trainer", "run_study": "distillab.api",

@@ -82,8 +82,20 @@ def run_config(data: dict, out: Path, console: Console, source: str, resume: boo
                    log=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False)))
     with Study(out, module.count_runs(cfg), console, resume=resume, keep_checkpoints=keep_checkpoints,
                quiet=quiet, provenance=_provenance(cfg, command), restart=restart) as study:
+        if not quiet and console.is_terminal:  # the live bar's ETA: estimated work of every planned run
+            from distillab.engine.plan import plan_study
+
+            study.plan_weights(plan_study(cfg, module, out))
         md = module.run(cfg, out, study)
-    console.print(md, soft_wrap=True, markup=False, highlight=False)
+    if console.is_terminal:  # rendered (bold verdicts, aligned tables); files and pipes get the Markdown text
+        from rich.markdown import Markdown
+
+        console.print(Markdown(md))
+    else:
+        console.print(md, soft_wrap=True, markup=False, highlight=False)
+    if study.reused and not quiet:
+        console.print(f"reused {study.reused} finished run{'s' if study.reused > 1 else ''} from {out} (read back, "
+                      f"not retrained; delete a run folder to retrain it)", highlight=False)
     return md
 
 
@@ -123,6 +135,7 @@ def _provenance(cfg: BaseModel, command: str | None) -> str:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
     _import_modules(args.imports)
+    _set_device(args.device)
     data = apply_overrides(load_yaml(args.config), args.overrides)
     out = Path(args.out) if args.out else default_out(Path(args.config))
     executor = None
@@ -140,6 +153,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    _set_device(args.device)
     text = resources.files("distillab.presets").joinpath(DEMO_PRESET).read_text()
     import yaml
 
@@ -218,7 +232,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
         target = Path(args.html)
         if target.is_dir() or not target.parent.is_dir():
             raise UserError(f"--html {target}: give a file in an existing folder")
-        atomic_write_text(target, build_html(Path(args.runs_dir)))
+        atomic_write_text(target, build_html(Path(args.runs_dir), getattr(args, "command_line", None)))
         print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, images inlined): open it in a browser")
         return
 
@@ -283,13 +297,66 @@ def _profile_item(arg: str, args: argparse.Namespace) -> "Cost":
     return Cost(name, params, count_macs(model, shape), b1[0], b256[0], b1[1:], b256[1:])
 
 
+def _profile_accuracy(item: str, source: str, data_dir: str | None) -> float | None:
+    """Test accuracy of a run folder / model file (PyTorch, its own normalisation) or of an ONNX
+    file (onnxruntime, fed what its metadata says it takes: raw 0..1, uint8 or normalised
+    images); None for a bare model name."""
+    import json
+
+    import torch
+
+    from distillab.data import prepare_data
+
+    path = Path(item)
+    bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0)
+    raw, labels = bundle.test.x.cpu(), bundle.test.y.cpu()  # uint8 images as stored, no normalisation
+    if path.suffix == ".onnx":
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        first = session.get_inputs()[0]
+        kind = meta.get("distillab.input", "")
+        preds = []
+        for i in range(0, len(raw), 500):
+            x = raw[i:i + 500]
+            if first.type == "tensor(uint8)":
+                feed = x.numpy()
+            elif kind.startswith("float32 0..1") or "distillab.mean" not in meta:
+                feed = x.float().numpy() / 255.0
+            else:  # exported --input normalized: normalise as its metadata says
+                mean = np.array(json.loads(meta["distillab.mean"]), np.float32).reshape(1, -1, 1, 1)
+                std = np.array(json.loads(meta["distillab.std"]), np.float32).reshape(1, -1, 1, 1)
+                feed = (x.float().numpy() / 255.0 - mean) / std
+            preds.append(torch.from_numpy(session.run(None, {first.name: feed})[0]).argmax(1))
+        return float((torch.cat(preds) == labels).float().mean())
+    if path.is_dir() or path.suffix == ".safetensors":
+        from distillab.engine.checkpoint import read_model_spec
+        from distillab.engine.trainer import evaluate
+        from distillab.export import load_student
+
+        model, _ = load_student(path)
+        norm = read_model_spec(path)[1].get("normalize")
+        bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0, normalization=norm)
+        return evaluate(model, bundle.test)["acc"]
+    return None
+
+
 def cmd_profile(args: argparse.Namespace, console: Console) -> None:
     from distillab.profile import cost_table
     from distillab.results.stats import markdown_table
 
+    _import_modules(args.imports)
     if args.num_classes < 1 or args.repeats < 1:
         raise UserError("--num-classes and --repeats must be at least 1")
     header, rows = cost_table([_profile_item(m, args) for m in args.models])
+    if args.data:
+        header.append(f"{args.data} test acc (%)")
+        for row, item in zip(rows, args.models):
+            acc = _profile_accuracy(item, args.data, args.data_dir)
+            row.append("—" if acc is None else f"{100 * acc:.2f}")
     print(markdown_table(header, rows))
     print(f"\nCPU latency ({args.runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
           f"are folded into the convs, hence fewer params): median [inter-quartile range] over {args.repeats} repeats at batch 1, "
@@ -298,8 +365,9 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> None:
-    from distillab.export import export_onnx, export_torchscript, load_student
+    from distillab.export import export_onnx, export_torchscript, for_deployment, load_student_spec
 
+    _import_modules(args.imports)
     if not (args.onnx or args.torchscript):
         raise UserError("say what to write: --onnx FILE and/or --torchscript FILE")
     targets = [(flag, Path(f)) for flag, f in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if f]
@@ -309,13 +377,15 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
         if target.exists() or target.is_symlink():
             raise UserError(f"{flag} {target} already exists; distillab export never replaces a file: remove it "
                             f"or choose a new name")
-    model, shape = load_student(args.run)
+    net, shape, spec = load_student_spec(args.run)
+    model, meta = for_deployment(net, spec, args.input)
+    what = meta["distillab.input"]
     if args.onnx:
-        diff = export_onnx(model, shape, args.onnx)
-        print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N); "
-              f"max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
+        diff = export_onnx(model, shape, args.onnx, metadata=meta)
+        print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N, {what}; metadata_props: "
+              f"{', '.join(k.split('.', 1)[1] for k in meta)}); max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
     if args.torchscript:
-        diff = export_torchscript(model, shape, args.torchscript)
+        diff = export_torchscript(model, shape, args.torchscript, metadata=meta)
         print(f"wrote {args.torchscript}; max |TorchScript - PyTorch| on a random batch: {diff:.2e}")
 
 
@@ -339,6 +409,20 @@ def _study_options(p: argparse.ArgumentParser, out_default: str | None, out_help
     p.add_argument("--restart", action="store_true",
                    help="discard unfinished runs (e.g. after a NaN loss, or to change their config) and train them "
                         "anew; finished runs are never discarded")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present; the same as "
+                   "$DISTILLAB_DEVICE)")
+
+
+def _set_device(device: str | None) -> None:
+    """``--device``: checked now (a clear error when CUDA is not there), then used by every run."""
+    if device is None:
+        return
+    import os
+
+    from distillab.engine.trainer import choose_device
+
+    choose_device(device)
+    os.environ["DISTILLAB_DEVICE"] = device
 
 
 def set_data_dir(cfg: BaseModel, data_dir: str) -> int:
@@ -365,8 +449,10 @@ def preflight(cfg: BaseModel) -> None:
     shape, classes = (1, 28, 28), 10
     for i, d in enumerate(find_all(cfg, DataConfig)):
         if d.source.startswith("webdataset:"):  # shards: read the metadata, never the data
+            from distillab.compat import require
             from distillab.data.streaming import read_meta
 
+            require("webdataset", "stream", f"data.source {d.source}")
             meta = read_meta(Path(d.source.split(":", 1)[1]).expanduser())
             found = tuple(meta["shape"]), len(meta["classes"])
         else:
@@ -447,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--repeats", type=int, default=20, help="timed forward passes at batch 1 (a quarter at 256)")
     pr.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                     help="time PyTorch eager, or the model exported to ONNX in onnxruntime")
+    pr.add_argument("--data", metavar="SOURCE", default=None,
+                    help="also measure test accuracy on this source: run folders in PyTorch, .onnx files in "
+                         "onnxruntime fed the raw images their metadata asks for")
+    pr.add_argument("--data-dir", default=None, help="where the --data source's files are")
+    pr.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                    help="import a module first, e.g. one registering the model a run was built with")
     pr.set_defaults(func=cmd_profile)
 
     ex = sub.add_parser("export", help="write a run's student as ONNX and/or TorchScript, checked against PyTorch",
@@ -454,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", help="run folder (or model.safetensors): only the student is exported, no connectors")
     ex.add_argument("--onnx", metavar="FILE", help="ONNX file to write (dynamic batch axis)")
     ex.add_argument("--torchscript", metavar="FILE", help="TorchScript file to write (traced)")
+    ex.add_argument("--input", choices=["raw", "uint8", "normalized"], default="raw",
+                    help="what the exported graph takes: raw float 0..1 images (default) or uint8 0..255, "
+                         "normalised inside the graph; or already normalised ones (the bare network)")
+    ex.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                    help="import a module first, e.g. one registering the model a run was built with")
     ex.set_defaults(func=cmd_export)
 
     da = sub.add_parser("data", help="data tools: pack a source as WebDataset shards for streaming",
@@ -504,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "distillab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     console = Console(stderr=False)
     try:
+        from distillab.compat import check_torch_pair
+
+        check_torch_pair()
         args.func(args, console)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

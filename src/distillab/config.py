@@ -160,7 +160,11 @@ class TrainConfig(Strict):
 
     epochs: int = Field(10, ge=1)
     optim: OptimConfig = OptimConfig()
-    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="epochs between resume checkpoints; unset: by time (checkpoint_minutes) and after "
+                                "the last epoch (a checkpoint every epoch wrote ~5.9 GB for the 9-run demo)")
+    checkpoint_minutes: float = Field(10.0, gt=0, description="with checkpoint_every unset: minutes of training "
+                                                               "between resume checkpoints")
     eval_every: int = Field(1, ge=1, description="epochs between validation passes (always after the last)")
     accumulate: int = Field(1, ge=1, description="gradient accumulation: batches per optimiser step")
     precision: Literal["fp32", "bf16"] = Field(
@@ -168,6 +172,9 @@ class TrainConfig(Strict):
         "GPU; weights, optimiser state and the losses' reductions stay fp32")
     channels_last: bool = Field(False, description="conv nets: NHWC memory layout for weights and inputs")
     sync_bn: bool = Field(False, description="under torchrun: synchronise BatchNorm statistics across processes")
+    collapse: Literal["warn", "stop", "ignore"] = Field(
+        "warn", description="accuracy still at chance after the first epochs (a diverged run): warn in one line "
+                            "and mark the run, stop it with that error, or ignore it")
 
 
 def find_all(cfg: BaseModel, cls: type[BaseModel]) -> list[Any]:
@@ -235,12 +242,32 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        from distillab.errors import did_you_mean
+
+        key = str(first["loc"][-1])
+        msg = "unknown key" + (f"; did you mean {ALIASES[key]}?" if key in ALIASES else did_you_mean(key, _config_keys()))
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     got = ""
     if first["type"] != "extra_forbidden" and "input" in first and not isinstance(first["input"], dict):
         got = f" (got {first['input']!r})"
-    return f"{source}: {loc}: {msg}{got}{extra}"
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{got}{extra}"
+
+
+# Other libraries' names for keys that a spelling comparison would not find.
+ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "n_epochs": "epochs",
+           "optimizer": "optim", "scheduler": "schedule", "lr_schedule": "schedule", "clip_grad_norm": "grad_clip",
+           "gradient_clip_val": "grad_clip", "T": "temperature", "bs": "batch_size", "dataset": "source"}
+
+
+def _config_keys() -> list[str]:
+    """Every key any config section accepts (the vocabulary of "did you mean")."""
+    keys: list[str] = []
+    todo: list[type] = [Strict]
+    while todo:
+        cls = todo.pop()
+        keys.extend(getattr(cls, "model_fields", {}))
+        todo.extend(cls.__subclasses__())
+    return keys
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config") -> Any:

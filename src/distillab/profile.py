@@ -67,7 +67,11 @@ def onnx_latency_stats(path: str, in_shape: tuple[int, int, int], batch: int, re
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, *in_shape), np.float32)}
+    first = session.get_inputs()[0]
+    rng = np.random.default_rng(0)
+    x = (rng.integers(0, 256, (batch, *in_shape), dtype=np.uint8) if first.type == "tensor(uint8)"  # export --input uint8
+         else rng.standard_normal((batch, *in_shape), np.float32))
+    feed = {first.name: x}
     for _ in range(warmup):
         session.run(None, feed)
     times = []

@@ -278,4 +278,9 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size
         return _load_imagefolder(name.split(":", 1)[1], image_size)
     if name.startswith("webdataset:"):
         raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
-    raise UserError(f"data.source: unknown source {name!r} (known: {', '.join(SOURCES)})")
+    from distillab.errors import did_you_mean
+
+    family, sep, rest = name.partition(":")
+    close = did_you_mean(family, ["imagefolder", "webdataset"]) if sep else ""
+    hint = close.replace("?", "").split(" or ")[0] + f":{rest}?" if close else did_you_mean(name, SOURCES)
+    raise UserError(f"data.source: unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")

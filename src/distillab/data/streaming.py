@@ -141,6 +141,9 @@ def _pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, 
     metadata also written to ``out/meta.json``. ``val`` examples of the training split (seeded)
     become the validation split; ``limit`` keeps only the first ``limit`` training examples of a
     seeded shuffle (to measure scaling)."""
+    from distillab.compat import require
+
+    require("webdataset", "stream", "data pack")
     import webdataset as wds
 
     from distillab.data.splits import train_val_indices
@@ -307,9 +310,11 @@ class StreamLoader:
 
 def prepare_stream(cfg: Any, seed: int, order_seed: int | None, normalization: dict | None, device: Any) -> Any:
     """A :class:`~distillab.data.prepare.DataBundle` of stream loaders for ``webdataset:PATH``."""
+    from distillab.compat import require
     from distillab.data.prepare import DataBundle
     from distillab.engine.distributed import current
 
+    require("webdataset", "stream", f"data.source {cfg.source}")  # before any run folder is written
     root = Path(cfg.source.split(":", 1)[1]).expanduser()
     meta = read_meta(root)
     for key in ("classes", "train_subset", "shots", "fraction", "resize", "steps_per_epoch"):

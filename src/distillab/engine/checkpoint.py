@@ -81,6 +81,10 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
+        seeds = sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        if seeds:  # a role folder (runs/x/teacher) instead of one of its runs (runs/x/teacher/seed0)
+            raise UserError(f"model checkpoint not found: {p}; {p.parent} is a role folder holding the runs "
+                            f"{', '.join(seeds[:4])}: name one, e.g. {p.parent / seeds[0]}")
         raise UserError(f"model checkpoint not found: {p} (train that run first)")
     try:
         from safetensors import safe_open
@@ -138,6 +142,11 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
     from distillab.models import create_model
 
     p, spec = read_model_spec(path)
+    if "name" not in spec:  # an API run of a user's own module class: no builder to call
+        raise UserError(f"{p} holds the weights of your own {spec.get('module', 'module')}, which distillab cannot "
+                        f"rebuild; in Python: distillab.load(RUN_DIR, model=YourNet()); to rebuild it by name, "
+                        f"register a builder (@distillab.register_model) and pass model_name= to distill/train "
+                        f"(then --import YOUR_MODULE)")
     if num_classes is not None and spec["num_classes"] != num_classes:
         raise UserError(f"checkpoint {p} predicts {spec['num_classes']} classes but the data has {num_classes}")
     if data is not None and "classes" in spec and (spec["data"], spec["classes"]) != (data[0], list(data[1])):
@@ -153,7 +162,8 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
     if bad is not None:  # else the first step reports a NaN loss and blames the learning rate
         raise UserError(f"checkpoint {p} holds NaN or infinite weights ({bad}); retrain the model it came from")
     try:
-        model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["img_size"], **kwargs)
+        model = create_model(spec["name"], spec["num_classes"], spec.get("in_chans", 1), spec.get("img_size", 28),
+                             **kwargs)
     except UserError as e:
         raise UserError(f"model checkpoint {p}: {e}") from None
     except (MemoryError, RuntimeError, TypeError, ValueError) as e:

@@ -12,20 +12,28 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class RichProgress:
     """One bar for the study (runs done) and one for the current epoch (batches)."""
 
     def __init__(self, total_runs: int, console: Console | None = None) -> None:
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        # MofN from a field: in weighted mode the study bar's numbers are work estimates, not runs.
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                            console=console, transient=False)
-        self._runs = self._p.add_task("runs", total=total_runs, info="")
-        self._epoch = self._p.add_task("", total=1, info="", visible=False)
+        self._runs = self._p.add_task("runs", total=total_runs, info="", count=f"0/{total_runs}")
+        self._epoch = self._p.add_task("", total=1, info="", visible=False, count="")
         self._t0 = time.perf_counter()
         self._seen = 0
+        # Weighted mode (set_weights): the study bar counts estimated work (epochs x cost per
+        # epoch of each planned run), advanced every batch, so its ETA covers every remaining run
+        # from measured speed instead of counting runs of very different lengths.
+        self._weights: dict[str, float] | None = None
+        self._per_batch = 0.0
+        self._done = 0.0
+        self._run_weight = 0.0
 
     def __enter__(self) -> "RichProgress":
         self._p.__enter__()
@@ -37,25 +45,64 @@ class RichProgress:
     def log(self, message: str) -> None:
         self._p.console.print(message)
 
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Estimated work of every run of the study (``"name seed k"`` → epochs x cost per epoch)."""
+        self._weights = dict(weights)
+        self._p.update(self._runs, total=sum(self._weights.values()) or 1, completed=0,
+                       description=f"runs 0/{len(self._weights)}", count="")
+        self._n_done = 0
+
+    def skip_run(self, name: str) -> None:
+        """A finished run read back: its work leaves the total instead of counting as fast progress."""
+        if self._weights is not None and name in self._weights:
+            task = self._p.tasks[[t.id for t in self._p.tasks].index(self._runs)]
+            self._p.update(self._runs, total=max(1e-9, (task.total or 0) - self._weights.pop(name)))
+
     def begin_run(self, name: str) -> None:
         self._p.update(self._runs, info=name)
+        self._run_weight = self._weights.get(name, 0.0) if self._weights is not None else 0.0
+        self._run_done = 0.0
 
     def end_run(self) -> None:
-        self._p.advance(self._runs)
+        if self._weights is None:
+            self._p.advance(self._runs)
+            task = self._p.tasks[[t.id for t in self._p.tasks].index(self._runs)]
+            self._p.update(self._runs, count=f"{task.completed:.0f}/{task.total:.0f}")
+            return
+        self._done += self._run_weight  # whatever the per-batch estimate missed (a resumed run)
+        self._n_done += 1
+        self._p.update(self._runs, completed=self._done, description=f"runs {self._n_done}/{len(self._weights)}")
 
     # --- the trainer's Progress protocol
     def start(self, description: str, total: int) -> None:
-        self._p.reset(self._epoch, total=total, description=f"  {description}", info="", visible=True)
+        self._p.reset(self._epoch, total=total, description=f"  {description}", info="", visible=True,
+                      count=f"0/{total}")
+        self._batches = (0, total)
         self._t0, self._seen = time.perf_counter(), 0
+        if self._weights is not None:
+            epochs = _epochs_of(description)
+            self._per_batch = self._run_weight / max(1, epochs * total)
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         self._seen += int(fields.pop("samples", 0))
         rate = self._seen / max(time.perf_counter() - self._t0, 1e-9)
         info = " ".join(f"{k} {v:.3f}" for k, v in fields.items()) + f" {rate:,.0f} samples/s"
-        self._p.update(self._epoch, advance=n, info=info)
+        self._batches = (self._batches[0] + n, self._batches[1])
+        self._p.update(self._epoch, advance=n, info=info, count=f"{self._batches[0]}/{self._batches[1]}")
+        if self._weights is not None and self._per_batch:
+            self._run_done = min(self._run_weight, self._run_done + n * self._per_batch)
+            self._p.update(self._runs, completed=self._done + self._run_done)
 
     def finish(self) -> None:
         pass
+
+
+def _epochs_of(description: str) -> int:
+    """The N of the trainer's "epoch k/N" description."""
+    try:
+        return int(description.rsplit("/", 1)[1])
+    except (IndexError, ValueError):
+        return 1
 
 
 class PlainProgress:

@@ -97,6 +97,30 @@ class RunLock:
                 return
             raise
 
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """The pid (as text, "?" if unknown) of the process holding ``run_dir``'s lock, or None."""
+        import fcntl
+        import os
+
+        path = run_dir / LOCK_FILE
+        if not path.is_file():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         import fcntl
         import os
@@ -110,7 +134,9 @@ class RunLock:
 # are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
 LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
                  ("method", "cache", "dir"),
-                 ("data", "num_workers"))  # not a location, but how fast data is read, not what it is
+                 ("data", "num_workers"),  # not a location, but how fast data is read, not what it is
+                 ("train", "collapse"),  # what the watchdog does, not what is trained
+                 ("train", "checkpoint_every"), ("train", "checkpoint_minutes"))  # when resume points are written
 
 
 def without_locations(cfg: Any) -> Any:
@@ -388,6 +414,9 @@ def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool
                 run_dir.mkdir(parents=True, exist_ok=True)
                 lock = RunLock(run_dir)
             state = _check_run_dir(run_dir, text, spec, restart)
+            if state in ("resume", "restart") and not claim and (pid := RunLock.holder(run_dir)) is not None:
+                raise UserError(f"run {run_dir} is being trained by another process (pid {pid}); wait for it to "
+                                f"finish (its results are then read back), or stop it first")
             if state == "resume" and not resume:
                 raise unfinished_run_error(str(run_dir))
             if claim and state in ("new", "restart"):
@@ -446,6 +475,8 @@ def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: An
     }
     if cache_record is not None:
         summary["soft_label_cache"] = cache_record
+    if trainer.warning:  # the collapse watchdog fired and the run ended at chance: a failed training
+        summary["warning"] = trainer.warning
     if dist.is_main:
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))  # the run is now done
         if not keep_checkpoints:

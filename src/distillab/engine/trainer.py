@@ -23,13 +23,30 @@ from distillab.errors import UserError
 from distillab.methods.base import Objective
 
 
+_clock = time.monotonic  # when checkpoints fall due (a module attribute, so a test can drive it)
+
+
 def choose_device(requested: str | None = None) -> torch.device:
     """CUDA when present, else CPU; ``$DISTILLAB_DEVICE`` or ``requested`` overrides. Under
     torchrun each process takes the GPU of its ``LOCAL_RANK``."""
     name = requested or os.environ.get("DISTILLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and distributed.current().enabled:
         name = f"cuda:{distributed.current().local_rank}"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        from distillab.errors import UserError
+
+        raise UserError(f"device {name!r} unknown: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        from distillab.errors import UserError
+
+        if not torch.cuda.is_available():
+            build = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"device {name!r} asked for but {build}; use --device cpu (Python: device='cpu')")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -68,12 +85,13 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
     was_training = model.training
     model.eval()
     device = _device_of(model)
-    correct = correct5 = n = 0
+    correct = correct5 = n = classes = 0
     loss = 0.0
     for item in loader:
         b = as_batch(item).to(device)
         x, y = b.x, b.y
         logits = model(x).float()
+        classes = logits.shape[1]
         if y.numel() and (y.min() < 0 or y.max() >= logits.shape[1]):
             raise UserError(f"evaluation label {int(y.max() if y.max() >= logits.shape[1] else y.min())} is outside "
                             f"the model's {logits.shape[1]} classes (0..{logits.shape[1] - 1})")
@@ -85,7 +103,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> dict[str, float]:
     model.train(was_training)
     if n == 0:
         raise UserError("the evaluation data is empty (no batches)")
-    return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n}
+    return {"acc": correct / n, "top5": correct5 / n, "errors": n - correct, "loss": loss / n, "n": n, "classes": classes}
 
 
 def _epoch_of(line: str) -> int | None:
@@ -136,6 +154,10 @@ class Trainer:
         self.progress = progress
         self.on_epoch = on_epoch
         self.callbacks = list(callbacks)  # objects with on_epoch_start(epoch), e.g. a freeze schedule
+        from distillab.engine.watchdog import Watchdog
+
+        self.watchdog = Watchdog(cfg.collapse)
+        self.label = str(run_dir)  # how the watchdog names the run ("" for the API's temporary folders)
         groups = param_groups if param_groups is not None else [{"params": list(objective.trainable_parameters())}]
         self.optimizer = make_optimizer(groups, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -187,6 +209,7 @@ class Trainer:
         start = self._resume()
         distributed.barrier()  # no rank starts before every rank has read the committed state
         self._start = start
+        self._last_checkpoint = _clock()
         try:
             self._fit_epochs(start)
         finally:
@@ -206,6 +229,8 @@ class Trainer:
             if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 ev = evaluate(self.objective.eval_model(), self.val_loader)
                 record.update(val_acc=ev["acc"], val_loss=ev["loss"])
+                self._classes, self._n_val = ev["classes"], ev["n"]
+            self._watch(record, epoch)
             record["seconds"] = time.perf_counter() - t0
             record["samples_per_s"] = self._samples * self._dist.world / max(train_seconds, 1e-9)
             self._log_tensorboard(record)
@@ -213,13 +238,44 @@ class Trainer:
                 # Metrics first, then the checkpoint: a crash in between leaves a line that resume drops.
                 with self._metrics_path().open("a") as f:
                     f.write(json.dumps(record) + "\n")
-                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                if self._checkpoint_due(epoch):
+                    self._last_checkpoint = _clock()
                     save_train_state(self.run_dir, epoch + 1, self.objective.saved_modules(), self.optimizer,
                                      {"seed": self.seed})
             if self.progress:
                 self.progress.finish()
             if self.on_epoch:
                 self.on_epoch(record)
+
+    def _checkpoint_due(self, epoch: int) -> bool:
+        """After the last epoch; then every ``checkpoint_every`` epochs, or (unset) once
+        ``checkpoint_minutes`` have passed since the last checkpoint (or the start of this session)."""
+        cfg = self.cfg
+        if epoch + 1 == cfg.epochs:
+            return True
+        if cfg.checkpoint_every is not None:
+            return (epoch + 1) % cfg.checkpoint_every == 0
+        return _clock() - self._last_checkpoint >= 60 * cfg.checkpoint_minutes
+
+    def _watch(self, record: dict[str, Any], epoch: int) -> None:
+        """The collapse watchdog (engine/watchdog.py) on validation accuracy, else on the epoch's
+        last ~512 training examples."""
+        from distillab.engine.watchdog import batch_accuracy
+
+        if "val_acc" in record:
+            acc, classes, n = record["val_acc"], self._classes, self._n_val
+        elif self._recent and self.watchdog.mode != "ignore":
+            acc, classes, n = batch_accuracy(self.objective.eval_model(), torch.cat([x for x, _ in self._recent]),
+                                             torch.cat([y for _, y in self._recent]))
+        else:
+            return
+        if self.watchdog.observe(acc, classes, n, epoch + 1, self.cfg.epochs, self.label, self._dist.is_main):
+            record["at_chance"] = True
+
+    @property
+    def warning(self) -> str | None:
+        """The watchdog's one line when the run is (still) at chance, else None."""
+        return self.watchdog.warning
 
     def _log_tensorboard(self, record: dict[str, Any]) -> None:
         """Every named loss, accuracy, lr and samples/s of an epoch, at step = epoch."""
@@ -228,7 +284,11 @@ class Trainer:
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
+            except ImportError:  # tensorboard is an optional extra: say so once, not silently
+                from distillab.compat import say_once
+
+                say_once("tensorboard", "note: tensorboard is not installed, so runs write no tb/ event files "
+                                        "(metrics.jsonl has every number); pip install 'distillab[tensorboard]'")
                 self._want_tb = False
                 return
             # purge_step: events of epochs after the resumed checkpoint (written before a crash) are
@@ -295,6 +355,8 @@ class Trainer:
         cfg, opt, acc = self.cfg, self.optimizer, self.cfg.accumulate
         self._correct = torch.zeros((), device=device, dtype=torch.long)
         self._counted = 0
+        # The watchdog's probe without validation data: the epoch's last ~512 training examples.
+        self._recent: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, item in enumerate(self.train_loader):
             batch = as_batch(item).to(device)
             if cfg.channels_last and batch.x.ndim == 4:
@@ -327,5 +389,7 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             self._samples += len(batch)
+            if self.val_loader is None and n_batches - i <= max(1, -(-512 // max(len(batch), 1))):
+                self._recent.append((batch.x.detach(), batch.y))
             if self.progress:
                 self.progress.advance(1, loss=loss.item(), samples=len(batch))

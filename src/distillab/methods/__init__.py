@@ -38,14 +38,20 @@ def _validate_method(value: Any) -> Any:
     name = value.get("name", "supervised")
     entry = METHODS.get(name) if isinstance(name, str) else None
     if entry is None:
-        raise PydanticCustomError("method_name", "unknown method {name} (known: {known})",
-                                  {"name": repr(name), "known": ", ".join(METHODS)})
+        from distillab.errors import did_you_mean
+
+        raise PydanticCustomError("method_name", "unknown method {name}{hint} (known: {known})",
+                                  {"name": repr(name), "known": ", ".join(METHODS), "hint": did_you_mean(name, METHODS)})
     try:
         return entry.config.model_validate(value)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "extra_forbidden":
+            from distillab.errors import did_you_mean
+
+            msg += did_you_mean(str(first["loc"][-1]), entry.config.model_fields)
         got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) \
             and first["type"] != "extra_forbidden" else ""
         raise PydanticCustomError("method_invalid", "{name}.{loc}: {msg}{got}",

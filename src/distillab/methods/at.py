@@ -31,13 +31,15 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import fp32, auto_pairs, block_shapes, check_pairs, student_teacher_features
+from distillab.methods.features import layers_field, fp32, auto_pairs, block_shapes, check_pairs, student_teacher_features
 from distillab.methods.registry import Context, register_method
 
 
 class ATConfig(Strict):
     name: Literal["at"] = "at"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     pairs: list[tuple[int, int]] | None = Field(
         None, min_length=1, description="[student_block, teacher_block] pairs; None = stage outputs (auto_pairs)")
     p: float = Field(2.0, gt=0, description="exponent of the activations in the attention map")

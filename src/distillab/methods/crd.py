@@ -35,7 +35,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import block_shapes, penultimate_index, pooled, student_teacher_features
+from distillab.methods.features import layers_field, block_shapes, penultimate_index, pooled, student_teacher_features
 from distillab.methods.kd import soft_kl
 from distillab.methods.registry import Context, register_method
 
@@ -43,6 +43,8 @@ from distillab.methods.registry import Context, register_method
 class CRDConfig(Strict):
     name: Literal["crd"] = "crd"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     feat_dim: int = Field(128, gt=0, description="embedding size of both heads and memories")
     nce_k: int = Field(16384, gt=0, description="negatives per example (clamped to num_train − 1)")
     temperature: float = Field(0.07, gt=0, description="NCE temperature T")

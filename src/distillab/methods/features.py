@@ -14,16 +14,45 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from distillab.errors import UserError
-from distillab.models.blocks import tap_features
+from distillab.models.blocks import taps_of, tap_features, use_layers
+
+
+def layers_field(role: str) -> Any:
+    """``student_layers`` / ``teacher_layers``: taps by module path, for any ``nn.Module``."""
+    return Field(None, min_length=1, description=f"{role} layers to tap, by module path (e.g. [features.3, "
+                 f"features.6]); unset: the model's blocks, or for a plain module its leaf layers in call order")
+
+
+def prepare_taps(model: nn.Module, in_shape: Sequence[int], layers: Sequence[str] | None, role: str) -> int:
+    """Choose ``model``'s taps (named ``layers``, else its own blocks or the automatic ones, found
+    now with a probe input of ``in_shape``); return how many there are."""
+    use_layers(model, layers, role)
+    if layers is not None or hasattr(model, "tap_modules"):
+        return len(taps_of(model))
+    device = next(iter(model.parameters()), torch.zeros(())).device
+    return len(taps_of(model, torch.zeros(2, *in_shape, device=device)))
+
+
+def named_pairs(n_student: int, n_teacher: int, cfg: Any) -> list[tuple[int, int]] | None:
+    """Pairs for ``student_layers`` + ``teacher_layers`` both named: the i-th with the i-th."""
+    s, t = getattr(cfg, "student_layers", None), getattr(cfg, "teacher_layers", None)
+    if s is None or t is None:
+        return None  # unnamed side(s): paired automatically by feature size
+    if len(s) != len(t):
+        raise UserError(f"{cfg.name}: student_layers names {len(s)} layers, teacher_layers {len(t)}; name as many "
+                        f"of each (the i-th is matched with the i-th), or name one side to pair it by feature size")
+    return [(i, i) for i in range(len(s))]
 
 
 @torch.no_grad()
 def block_shapes(model: nn.Module, in_shape: Sequence[int]) -> list[tuple[int, ...]]:
     """Output shape (without batch) of every block of ``model`` for inputs of ``in_shape``."""
-    n = len(model.tap_modules())  # type: ignore[operator]
+    x0 = torch.zeros(2, *in_shape, device=next(model.parameters()).device)
+    n = len(taps_of(model, x0))
     was = model.training
     model.eval()
     try:
@@ -55,7 +84,7 @@ def auto_pairs(student: nn.Module, teacher: nn.Module, in_shape: Sequence[int],
 
 def check_pairs(pairs: Sequence[Sequence[int]], student: nn.Module, teacher: nn.Module) -> list[tuple[int, int]]:
     """Validate explicit ``[[student_block, teacher_block], ...]`` pairs; one-line errors."""
-    ns, nt = len(student.tap_modules()), len(teacher.tap_modules())  # type: ignore[operator]
+    ns, nt = len(taps_of(student)), len(taps_of(teacher))
     out = []
     for p in pairs:
         if len(p) != 2:
@@ -76,7 +105,7 @@ def pooled(feature: torch.Tensor) -> torch.Tensor:
 
 def penultimate_index(model: nn.Module) -> int:
     """Index of the last block: its (pooled) output is what the head sees."""
-    return len(model.tap_modules()) - 1  # type: ignore[operator]
+    return len(taps_of(model)) - 1
 
 
 def student_teacher_features(student: nn.Module, teacher: nn.Module, x: torch.Tensor,

@@ -26,13 +26,15 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import fp32, penultimate_index, pooled, student_teacher_features
+from distillab.methods.features import layers_field, fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
 
 
 class PKTConfig(Strict):
     name: Literal["pkt"] = "pkt"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     weight: float = Field(30000.0, ge=0, description="λ, weight of the PKT (KL) term")
     eps: float = Field(1e-7, gt=0, description="ε of the normalisation and of the log ratio")
     ce_weight: float = Field(1.0, ge=0, description="weight of the cross-entropy on labels")

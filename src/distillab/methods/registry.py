@@ -42,7 +42,8 @@ class Context:
         if not paths or self._load_teacher is None:
             raise UserError(f"method {cfg.name}: needs a teacher (method.teacher: [RUN_DIR, ...], "
                             f"or pass teacher= from Python)")
-        return self._load_teacher(list(paths))
+        self._teacher = self._load_teacher(list(paths))  # loaded once per build
+        return self._teacher
 
 
 @dataclass(frozen=True)
@@ -75,4 +76,12 @@ def build_objective(cfg: Any, student: nn.Module, ctx: Context) -> "Objective":
     entry = METHODS.get(cfg.name)
     if entry is None:
         raise UserError(f"method {cfg.name!r} unknown (known: {', '.join(METHODS)})")
+    if "student_layers" in type(cfg).model_fields:  # a feature method: choose both networks' taps first
+        from distillab.methods.features import named_pairs, prepare_taps
+
+        n_s = prepare_taps(student, ctx.in_shape, cfg.student_layers, "student")
+        n_t = [prepare_taps(m, ctx.in_shape, cfg.teacher_layers, "teacher") for m in ctx.teacher(cfg).members][0]
+        pairs = named_pairs(n_s, n_t, cfg)
+        if pairs is not None and "pairs" in type(cfg).model_fields and cfg.pairs is None:
+            cfg = cfg.model_copy(update={"pairs": pairs})
     return entry.objective.from_config(cfg, student, ctx)

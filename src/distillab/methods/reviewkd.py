@@ -38,7 +38,7 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import (auto_pairs, block_shapes, check_pairs, penultimate_index, pooled,
+from distillab.methods.features import (layers_field, auto_pairs, block_shapes, check_pairs, penultimate_index, pooled,
                                         student_teacher_features)
 from distillab.methods.registry import Context, register_method
 
@@ -46,6 +46,8 @@ from distillab.methods.registry import Context, register_method
 class ReviewKDConfig(Strict):
     name: Literal["reviewkd"] = "reviewkd"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     pairs: list[tuple[int, int]] | None = Field(
         None, min_length=1, description="[student_block, teacher_block] map levels; None = stage outputs (auto_pairs)")
     weight: float = Field(5.0, ge=0, description="weight of the review (HCL) loss; 0.6 for resnet56→resnet20")

@@ -28,13 +28,15 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import fp32, penultimate_index, pooled, student_teacher_features
+from distillab.methods.features import layers_field, fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
 
 
 class RKDConfig(Strict):
     name: Literal["rkd"] = "rkd"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     distance_weight: float = Field(25.0, ge=0, description="λ_D, weight of the distance-wise loss")
     angle_weight: float = Field(50.0, ge=0, description="λ_A, weight of the angle-wise loss (O(B²·D) memory)")
     ce_weight: float = Field(1.0, ge=0, description="weight of the cross-entropy on labels")

@@ -28,13 +28,15 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import fp32, check_pairs, penultimate_index, student_teacher_features
+from distillab.methods.features import layers_field, fp32, check_pairs, penultimate_index, student_teacher_features
 from distillab.methods.registry import register_method
 
 
 class SPConfig(Strict):
     name: Literal["sp"] = "sp"
     teacher: list[str] = teacher_field(max_length=1)
+    student_layers: list[str] | None = layers_field("student")
+    teacher_layers: list[str] | None = layers_field("teacher")
     pairs: list[tuple[int, int]] | None = Field(
         None, min_length=1, description="[student_block, teacher_block] pairs; None = the last block of each network")
     weight: float = Field(3000.0, ge=0, description="γ, weight of the similarity-preserving term")

@@ -36,7 +36,8 @@ class BasicBlock(nn.Module):
 def cifar_resnet(depth: int, num_classes: int, in_chans: int = 3, wide: bool = False, norm: str = "bn") -> BlockNet:
     """ResNet-(6n+2) for small images; ``wide`` gives the x4 width plan 32-64-128-256."""
     if (depth - 2) % 6 != 0 or depth < 8:
-        raise UserError(f"model resnet{depth}: depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110)")
+        raise UserError(f"model resnet{depth}: CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110); for the "
+                        f"ImageNet ResNet use timm:resnet{depth} or torchvision:resnet{depth}")
     n = (depth - 2) // 6
     widths = [32, 64, 128, 256] if wide else [16, 16, 32, 64]
     blocks: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False),

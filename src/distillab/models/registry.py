@@ -79,9 +79,32 @@ def resolve(name: str) -> tuple[ModelEntry, str | None]:
     for entry in MODELS.values():
         if entry.pattern is not None and (m := entry.pattern.fullmatch(name)):
             return entry, m.group(1)
-    known = ", ".join(f"{e.name}:ARG" if e.takes_arg and e.pattern is None else
-                      (e.pattern.pattern if e.pattern else e.name) for e in MODELS.values())
-    raise UserError(f"model {name!r} unknown (known: {known}); `distillab list models` describes them")
+    from distillab.errors import did_you_mean
+
+    shapes = [shape_of(e) for e in MODELS.values()]
+    families = [e.name for e in MODELS.values() if e.takes_arg and e.pattern is None]
+    close = did_you_mean(family, families) if sep else ""
+    hint = (close.replace("?", "").split(" or ")[0] + f":{arg}?" if close else
+            did_you_mean(name, [*(e.name for e in MODELS.values()), *EXAMPLES]))
+    if not sep and re.fullmatch(r"(resnet|resnext|wide_resnet|efficientnet|vit|convnext|mobilenet|densenet|vgg|regnet)"
+                                r"[\w.]*", name) and not hint:
+        hint = f"; ImageNet models come from timm or torchvision: timm:{name} or torchvision:{name}"
+    raise UserError(f"model {name!r} unknown{hint} (known: {', '.join(shapes)}); `distillab list models` "
+                    f"describes them")
+
+
+# Names a "did you mean" may offer besides the registered ones: one per pattern family.
+EXAMPLES = ("resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "bit:R50x1", "bit:R26x1",
+            "mlp:800-800", "cnn:32-64")
+
+
+def shape_of(entry: ModelEntry) -> str:
+    """How a user writes names of this family: ``mlp:ARG``, ``resnetN``, ``bit:RNxN`` (the regex of a
+    pattern family made readable: digit runs become N, optional parts are bracketed)."""
+    if entry.pattern is None:
+        return f"{entry.name}:ARG" if entry.takes_arg else entry.name
+    text = entry.pattern.pattern.replace("(?:", "[").replace(")?", "]").replace("\\d+", "N").replace("\\d", "N")
+    return re.sub(r"[()^$\\]", "", text)
 
 
 def parse_widths(name: str, spec: str) -> list[int]:

@@ -42,7 +42,11 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
         raise UserError(f"model {name!r}: {e}") from None
     except (ValueError, OverflowError, RuntimeError, MemoryError) as e:  # dropout 2, absurd widths …
         raise UserError(f"model {name!r} with {kwargs or 'default kwargs'}: {str(e).splitlines()[0][:200]}") from None
-    return init_weights(model, init or default_init(name))  # type: ignore[arg-type]
+    model = init_weights(model, init or default_init(name))  # type: ignore[arg-type]
+    # How to rebuild it: the Python API saves this with a trained model, so `distillab.load` and
+    # `distillab export` rebuild an API run's model by name.
+    model._distillab_spec = {"name": name, "kwargs": dict(kwargs)}
+    return model
 
 
 def count_params(model: nn.Module) -> int:

@@ -101,6 +101,8 @@ class Study:
         self.keep_checkpoints = keep_checkpoints
         self.console = console or Console()
         self.progress = make_progress(total_runs, self.console, quiet)
+        self.collapsed: list[str] = []  # runs that ended at chance accuracy (summary "warning")
+        self.reused = 0  # finished runs read back instead of trained
 
     def __enter__(self) -> "Study":
         check_study_folder(self.out)
@@ -109,6 +111,12 @@ class Study:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
+
+    def plan_weights(self, planned: Sequence[Any]) -> None:
+        """Weight the study's progress bar by each planned run's estimated work (see
+        :func:`run_weights`), so its ETA holds across runs of different lengths."""
+        if hasattr(self.progress, "set_weights") and planned:
+            self.progress.set_weights(run_weights(planned))
 
     def run_dir(self, name: str, seed: int) -> Path:
         from distillab.engine.owned import safe_name
@@ -121,7 +129,12 @@ class Study:
         The run's own seed is derived from (``seed``, ``seed_key`` or ``name``): runs never share an
         initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
         comparison: the same student trained alone and distilled)."""
-        self.progress.begin_run(f"{name} seed {seed}")
+        label = f"{name} seed {seed}"
+        if (self.run_dir(name, seed) / "summary.json").is_file():
+            self.reused += 1
+            if hasattr(self.progress, "skip_run"):
+                self.progress.skip_run(label)
+        self.progress.begin_run(label)
         summary = execute_run(spec, seed, self.run_dir(name, seed), progress=self.progress, resume=self.resume,
                               keep_checkpoints=self.keep_checkpoints, restart=self.restart,
                               run_seed=derive_seed(seed, seed_key or name), study_dir=self.out)
@@ -129,6 +142,11 @@ class Study:
         note = getattr(spec.method, "accuracy_note", "")  # e.g. a stage that never trains the classifier
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors){' — ' + note if note else ''}")
+        if summary.get("warning"):
+            label = f"{name} seed {seed}"
+            if label not in self.collapsed:
+                self.collapsed.append(label)
+            self.progress.log(f"warning: {summary['warning']}")
         return summary
 
     def await_results(self, summaries: list[dict[str, Any]]) -> None:
@@ -162,6 +180,11 @@ class Study:
             md += (f"**Verdict: {overall_verdict(comparisons)}** ({what}{good} of {len(comparisons)} claims "
                    f"reproduced or consistent).\n\n")
         md += f"{markdown_table(header, rows)}\n"
+        if self.collapsed:  # a failed training is flagged, not silently averaged as a method's effect
+            notes = (f"**Warning: {len(self.collapsed)} run(s) ended at chance accuracy (training collapsed, not a "
+                     f"method effect): {', '.join(self.collapsed)}.** Their numbers above and any interval that "
+                     f"includes them are not evidence; rerun them with a lower lr or train.optim.grad_clip.\n\n"
+                     + notes)
         if notes:
             md += f"\n{notes}\n"
         comp_rows = [a.row() for a in assessed]
@@ -189,3 +212,33 @@ class Study:
         mine = owned_files(self.out, "study")
         if not set(names) <= mine:
             write_marker(self.out, "study", mine | set(names))
+
+
+def run_weights(planned: Sequence[Any]) -> dict[str, float]:
+    """Estimated work of each planned run: epochs x training examples x (student parameters + a
+    third of each teacher's, whose forward pass alone runs). Parameters are counted on the meta
+    device (no memory); only the ratios matter, since the bar's speed is measured."""
+    import torch
+
+    from distillab.models import count_params, create_model
+
+    sizes: dict[tuple[str, str], int] = {}
+
+    def params(model: Any) -> int:
+        key = (model.name, repr(sorted(model.kwargs.items())))
+        if key not in sizes:
+            try:
+                with torch.device("meta"):
+                    kwargs = {k: v for k, v in model.kwargs.items() if k != "checkpoint"}
+                    sizes[key] = count_params(create_model(model.name, 10, 3, 32, **kwargs))
+            except Exception:  # noqa: BLE001 - an estimate: an unbuildable model counts as average
+                sizes[key] = 0
+        return sizes[key]
+
+    out: dict[str, float] = {}
+    for r in planned:
+        cost = params(r.spec.model) + sum(params(planned[i].spec.model) for i in r.after
+                                          if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])) / 3
+        n = r.spec.data.train_subset or r.spec.data.steps_per_epoch or 1
+        out[f"{r.name} seed {r.seed}"] = max(cost, 1.0) * r.spec.train.epochs * n
+    return out

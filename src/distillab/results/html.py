@@ -24,12 +24,21 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}.note{color:
 """
 
 
+def _inline(text: str) -> str:
+    """Escape ``text`` and render the inline Markdown the recipes write: **bold** and `code`."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
 def _table(lines: list[str]) -> str:
     rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if not set(ln) <= set("|-: ")]
     if not rows:
         return ""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -44,9 +53,9 @@ def _markdown(text: str) -> str:
             out.append(_table(table))
             table = []
         if ln.startswith("#"):
-            out.append(f"<h3>{html.escape(ln.lstrip('#').strip())}</h3>")
+            out.append(f"<h3>{_inline(ln.lstrip('#').strip())}</h3>")
         elif ln.strip():
-            out.append(f"<p class='note'>{html.escape(ln)}</p>")
+            out.append(f"<p class='note'>{_inline(ln)}</p>")
     return "\n".join(out)
 
 
@@ -87,7 +96,10 @@ def _learning_curves(roles: dict[str, list[Path]]) -> bytes | None:
     if not drawn:
         plt.close(fig)
         return None
+    from matplotlib.ticker import MaxNLocator
+
     ax.set(xlabel="epoch", ylabel="validation accuracy (%, mean over seeds)", title="Learning curves")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))  # whole epochs, never 2.5
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
@@ -113,9 +125,14 @@ def _accuracy_vs_cost(roles: dict[str, list[Path]]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for role, macs, m, s in points:
         ax.errorbar([macs], [m], yerr=[s], fmt="o", capsize=3)
-        ax.annotate(role, (macs, m), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.annotate(role, (macs, m), textcoords="offset points", xytext=(4, 3), fontsize=7, annotation_clip=False)
     ax.set(xscale="log", xlabel="mult-adds per image", ylabel="test accuracy (%, mean ± std)",
            title="Accuracy vs cost")
+    ax.margins(x=0.2, y=0.12)  # room for the labels of the outermost points (the teacher's was clipped)
+    from matplotlib.ticker import LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(numticks=6))  # a few decades, not a crowded row of minor labels
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -154,8 +171,9 @@ def study_section(study: Path, root: Path) -> str:
     return "\n".join(parts)
 
 
-def build_html(root: Path) -> str:
-    """The whole page for ``root`` (a study folder, or a folder of studies)."""
+def build_html(root: Path, command: str | None = None) -> str:
+    """The whole page for ``root`` (a study folder, or a folder of studies); ``command``: the
+    command line that made the page, shown with the date and distillab's version."""
     if not root.is_dir():
         raise UserError(f"runs directory not found: {root}")
     studies = sorted({p.parent for p in root.rglob("results.md")})
@@ -169,6 +187,13 @@ def build_html(root: Path) -> str:
     toc = "".join(f"<li><a href='#{html.escape(n)}'>{html.escape(n)}</a></li>" for n in names)
     body = "\n".join(study_section(s, root) for s in studies)
     every = _markdown("### Every finished run\n\n" + markdown_table(header, rows))
+    import datetime
+
+    from distillab import __version__
+
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = (f"<p class='note'>Made {when} by distillab {html.escape(__version__)}"
+            + (f" with <code>{html.escape(command)}</code>" if command else "") + ".</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>distillab report: {html.escape(root.name)}"
             f"</title><style>{STYLE}</style></head><body><h1>distillab report: {html.escape(str(root))}</h1>"
-            f"<ul>{toc}</ul>{body}<h2>All runs</h2>{every}</body></html>")
+            f"{made}<ul>{toc}</ul>{body}<h2>All runs</h2>{every}</body></html>")
