@@ -198,6 +198,10 @@ def c_export_over_symlink_to_model(t):
     cfg, run = _finished_run(t)
     (t / "link.pt").symlink_to(run / "model.safetensors")
     return ["export", str(run), "--torchscript", str(t / "link.pt")], "already exists"
+def c_report_html_over_user_file(t):
+    cfg, run = _finished_run(t)
+    (t / "index.html").write_text("<html>my home page</html>")
+    return ["report", str(t / "out"), "--html", str(t / "index.html")], "not a distillab report"
 def c_pack_over_hidden_file(t):
     (t / "shards").mkdir()
     (t / "shards" / ".keep").write_text("")
@@ -309,6 +313,7 @@ def test_report_html_reads_past_a_metrics_line_of_infinity(tmp_path, capsys):
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"epoch": Infinity, "val_acc": 1.0, "seconds": 1}\n')
     assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0
+    assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0  # its own: replaced
 
 
 def test_corpus_size():
