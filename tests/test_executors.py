@@ -66,6 +66,10 @@ def test_ray_executor_asks_for_resume_like_the_local_one(tmp_path, capsys):
     unfinished = tmp_path / "o" / "distilled" / "seed1"
     unfinished.mkdir(parents=True)
     (unfinished / "config.yaml").write_text("recipe: hinton\n")  # started, no summary.json
+    from distillab.engine.owned import write_marker
+
+    write_marker(tmp_path / "o", "study")  # as distillab leaves a study it started
+    write_marker(unfinished, "run")
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--executor", "ray"]) == 2
     err = capsys.readouterr().err
     assert "distilled/seed1" in err and "--resume" in err and "Traceback" not in err

@@ -44,6 +44,12 @@ def c_name_backslash(t):
     return ["run", _yaml(t, {**BASE, "name": "..\\..\\x"}), "--out", str(t / "out")], "name"
 def c_name_empty(t):
     return ["run", _yaml(t, {**BASE, "name": ""}), "--out", str(t / "out")], "name"
+def c_name_inner_dotdot(t):
+    return ["run", _yaml(t, {**BASE, "name": "a/../../b"}), "--out", str(t / "out")], "name"
+def c_name_newline(t):
+    return ["run", _yaml(t, {**BASE, "name": "a\nb"}), "--out", str(t / "out")], "name"
+def c_name_too_long(t):
+    return ["run", _yaml(t, {**BASE, "name": "n" * 300}), "--out", str(t / "out")], "name"
 def c_benchmark_label_dotdot(t):
     bench = {"recipe": "benchmark", "data": BASE["data"], "seeds": [0],
              "teacher": {"model": {"name": "mlp:8"}, "train": {"epochs": 1}},
@@ -96,6 +102,33 @@ def c_state_not_utf8(t):
     cfg, run = _unfinished_run(t)
     (run / "state.json").write_bytes(b"\xff\xfe{")
     return _resume(t, cfg), "state.json"
+def c_state_file_nul(t):
+    cfg, run = _unfinished_run(t)
+    _state(run, file="ckpt-0002.safetensors\x00")
+    return _resume(t, cfg), "state.json"
+def c_state_epoch_float(t):
+    cfg, run = _unfinished_run(t)
+    _state(run, epoch=2.0)
+    return _resume(t, cfg), "state.json"
+def c_state_epoch_true(t):
+    cfg, run = _unfinished_run(t)
+    _state(run, epoch=True)
+    return _resume(t, cfg), "state.json"
+def c_state_scalars_bad_key(t):
+    cfg, run = _unfinished_run(t)
+    _state(run, optim_scalars={"x": {}})
+    return _resume(t, cfg), "optim_scalars"
+def c_metrics_line_is_list(t):
+    cfg, run = _unfinished_run(t)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(["[1, 2]", *lines[1:]]) + "\n")
+    return _resume(t, cfg), "metrics.jsonl"
+def c_metrics_nan(t):
+    cfg, run = _unfinished_run(t)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0].replace('"seconds":', '"val_acc": NaN, "seconds":') + "\n"
+                                       + "\n".join(lines[1:]) + "\n")
+    return _resume(t, cfg), "metrics.jsonl"
 def c_metrics_infinity(t):
     cfg, run = _unfinished_run(t)
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -149,6 +182,29 @@ def c_user_file_in_study_folder(t):
     marker.write_text(json.dumps(m))
     (t / "out" / "results.csv").write_text("the user's table\n")
     return ["run", cfg, "--out", str(t / "out")], "results.csv"
+def c_out_with_garbage_marker(t):
+    (t / "mine").mkdir()
+    (t / "mine" / ".distillab").write_text("not distillab's")
+    (t / "mine" / "results.md").write_text("mine")
+    return ["run", _yaml(t, BASE), "--out", str(t / "mine")], "not made by distillab"
+def c_run_folder_with_study_marker(t):
+    run = t / "out" / "mlp" / "seed0"
+    run.mkdir(parents=True)
+    (run / ".distillab").write_text('{"kind": "study", "files": []}')
+    (run / "config.yaml").write_text("mine: 1\n")
+    return ["run", _yaml(t, BASE), "--out", str(t / "out"), "--restart"], "not made by distillab"
+def c_export_over_symlink_to_model(t):
+    cfg, run = _finished_run(t)
+    (t / "link.pt").symlink_to(run / "model.safetensors")
+    return ["export", str(run), "--torchscript", str(t / "link.pt")], "already exists"
+def c_report_html_over_user_file(t):
+    cfg, run = _finished_run(t)
+    (t / "index.html").write_text("<html>my home page</html>")
+    return ["report", str(t / "out"), "--html", str(t / "index.html")], "not a distillab report"
+def c_pack_over_hidden_file(t):
+    (t / "shards").mkdir()
+    (t / "shards" / ".keep").write_text("")
+    return ["data", "pack", "digits", str(t / "shards")], "not empty"
 def c_pack_over_user_meta(t):
     (t / "shards").mkdir()
     (t / "shards" / "meta.json").write_text('{"mine": true}')
@@ -251,5 +307,13 @@ def test_an_owned_study_folder_keeps_the_users_other_files(tmp_path, capsys):
     assert "2" in (tmp_path / "out" / "results.csv").read_text()
 
 
+def test_report_html_reads_past_a_metrics_line_of_infinity(tmp_path, capsys):
+    cfg, run = _finished_run(tmp_path)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": Infinity, "val_acc": 1.0, "seconds": 1}\n')
+    assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0
+    assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0  # its own: replaced
+
+
 def test_corpus_size():
-    assert len(CASES) >= 45
+    assert len(CASES) >= 55

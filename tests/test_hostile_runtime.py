@@ -91,6 +91,12 @@ def c_spec_classes_short(t):
 def c_spec_not_json(t):
     cfg, f = _model_file(t, spec="{not json")
     return _kd(t, cfg, f), "teacher.safetensors"
+def c_spec_module_only(t):
+    cfg, f = _model_file(t, spec=json.dumps({"module": "os.system", "num_classes": 10, "in_shape": [1, 8, 8]}))
+    return _kd(t, cfg, f), "names no zoo model"
+def c_spec_classes_without_data(t):
+    cfg, f = _model_file(t, change={"data": None})
+    return _kd(t, cfg, f), "data"
 def c_profile_spec_is_list(t):
     cfg, f = _model_file(t, spec="[]")
     return ["profile", f, "--repeats", "1"], "teacher.safetensors"

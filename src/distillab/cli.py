@@ -232,6 +232,17 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
         target = Path(args.html)
         if target.is_dir() or not target.parent.is_dir():
             raise UserError(f"--html {target}: give a file in an existing folder")
+        if target.exists() or target.is_symlink():  # only a report distillab wrote is replaced
+            head = b""
+            if target.is_file():  # never open a FIFO or device: it could block
+                try:
+                    with target.open("rb") as f:
+                        head = f.read(200)
+                except OSError:
+                    pass
+            if not head.startswith(b"<!doctype html><html><head><meta charset='utf-8'><title>distillab report"):
+                raise UserError(f"--html {target} exists and is not a distillab report; remove it or choose "
+                                f"another name")
         atomic_write_text(target, build_html(Path(args.runs_dir), getattr(args, "command_line", None)))
         print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, images inlined): open it in a browser")
         return

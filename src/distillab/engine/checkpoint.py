@@ -114,10 +114,16 @@ def _spec_problem(spec: Any) -> str | None:
     def is_int(k: str, lo: int, hi: int) -> bool:
         v = spec.get(k)
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
-        return "name must be a model name and kwargs a mapping"
+    if not isinstance(spec.get("name"), str) and not isinstance(spec.get("module"), str):
+        return "neither a model name nor a module"
+    if ("name" in spec or "kwargs" in spec) and not isinstance(spec.get("kwargs"), dict):
+        return "kwargs is not a mapping"
+    shape = spec.get("in_shape")  # a model of any input shape (no in_chans / img_size then)
+    if shape is not None and not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in shape)):
+        return f"in_shape {shape!r} is not a list of 1..4 positive sizes"
     for key, hi in (("num_classes", 1_000_000), ("in_chans", 64), ("img_size", 4096)):
-        if not is_int(key, 1, hi):
+        if (key == "num_classes" or key in spec or shape is None) and not is_int(key, 1, hi):
             return f"{key} {spec.get(key)!r} is not an integer in 1..{hi}"
     if "data" in spec and not isinstance(spec["data"], str):
         return "data is not a source name"
@@ -125,9 +131,9 @@ def _spec_problem(spec: Any) -> str | None:
         return f"classes is not a list of {spec['num_classes']} class names"
     norm = spec.get("normalize")
     if norm is not None:
-        if not (isinstance(norm, dict) and _finite_list(norm.get("mean"), spec["in_chans"])
-                and _finite_list(norm.get("std"), spec["in_chans"])):
-            return f"normalize is not a mean and std of {spec['in_chans']} finite numbers"
+        n = spec.get("in_chans") or (len(norm.get("mean") or []) if isinstance(norm, dict) else 0) or 1
+        if not (isinstance(norm, dict) and _finite_list(norm.get("mean"), n) and _finite_list(norm.get("std"), n)):
+            return f"normalize is not a mean and std of {n} finite numbers"
         if any(x <= 0 for x in norm["std"]):
             return "normalize.std holds a value <= 0 (inputs would be divided by zero)"
     return None
@@ -147,10 +153,12 @@ def load_model(path: str | Path, *, num_classes: int | None = None, in_shape: tu
                         f"rebuild; in Python: distillab.load(RUN_DIR, model=YourNet()); to rebuild it by name, "
                         f"register a builder (@distillab.register_model) and pass model_name= to distill/train "
                         f"(then --import YOUR_MODULE)")
+    if not isinstance(spec.get("name"), str):
+        raise UserError(f"model checkpoint {p} names no zoo model to rebuild (a module saved from Python?)")
     if num_classes is not None and spec["num_classes"] != num_classes:
         raise UserError(f"checkpoint {p} predicts {spec['num_classes']} classes but the data has {num_classes}")
-    if data is not None and "classes" in spec and (spec["data"], spec["classes"]) != (data[0], list(data[1])):
-        raise UserError(f"checkpoint {p} was trained on {spec['data']} classes {spec['classes'][:3]}…, "
+    if data is not None and "classes" in spec and (spec.get("data"), spec["classes"]) != (data[0], list(data[1])):
+        raise UserError(f"checkpoint {p} was trained on {spec.get('data')} classes {spec['classes'][:3]}…, "
                         f"not on this run's data ({data[0]} classes {list(data[1])[:3]}…)")
     if in_shape is not None and [spec["in_chans"], spec["img_size"]] != [in_shape[0], in_shape[-1]]:
         raise UserError(f"checkpoint {p} expects {spec['in_chans']}x{spec['img_size']}px inputs, "

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
+from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
 from distillab.recipes.study import Study
@@ -48,7 +49,14 @@ def count_runs(cfg: ScratchVsPretrainRecipe) -> int:
 
 def _curve(run_dir: Path) -> list[float]:
     """Validation accuracy after every epoch (the recipe evaluates every epoch)."""
-    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    path = run_dir / "metrics.jsonl"
+    try:
+        lines = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (ValueError, UnicodeDecodeError):
+        lines = None
+    if lines is None or not all(isinstance(ln, dict) and isinstance(ln.get("val_acc", 0.0), (int, float))
+                                for ln in lines):
+        raise UserError(f"{path} is corrupt; delete {run_dir} to retrain that run")
     return [ln.get("val_acc", float("nan")) for ln in lines]
 
 

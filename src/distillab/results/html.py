@@ -87,8 +87,8 @@ def _learning_curves(roles: dict[str, list[Path]]) -> bytes | None:
                 try:
                     rec = json.loads(ln)
                     per_epoch.setdefault(int(rec["epoch"]), []).append(100 * float(rec["val_acc"]))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line without validation, or a half-written one
+                except (ValueError, KeyError, TypeError, OverflowError):
+                    continue  # a line without validation, a half-written one, or an epoch of Infinity
         if per_epoch:
             xs = sorted(per_epoch)
             ax.plot(xs, [mean_std(per_epoch[x])[0] for x in xs], marker=".", label=role)
