@@ -93,7 +93,7 @@ def c_spec_not_json(t):
     return _kd(t, cfg, f), "teacher.safetensors"
 def c_spec_module_only(t):
     cfg, f = _model_file(t, spec=json.dumps({"module": "os.system", "num_classes": 10, "in_shape": [1, 8, 8]}))
-    return _kd(t, cfg, f), "names no zoo model"
+    return _kd(t, cfg, f), "which distillab cannot rebuild"
 def c_spec_classes_without_data(t):
     cfg, f = _model_file(t, change={"data": None})
     return _kd(t, cfg, f), "data"
