@@ -376,9 +376,10 @@ class Trainer:
                 self._counted += len(batch.y)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower "
-                                         f"train.optim.lr or set train.optim.grad_clip, then rerun with --restart "
-                                         f"(it discards the unfinished run)")
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower the learning "
+                                         f"rate (train.optim.lr; lr= in the Python API) or clip gradients "
+                                         f"(train.optim.grad_clip; grad_clip=), then train again (on the command "
+                                         f"line with --restart, which discards the unfinished run)")
             # The last window of an epoch may be short: scale by its real length.
             window = min(acc, n_batches - (i - i % acc))
             (loss / window).backward()
