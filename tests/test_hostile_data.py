@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from test_hostile_inputs import BASE, _snapshot, _yaml
+from test_hostile_inputs import BASE, assert_refused, _yaml
 
 from distillab.cli import main
 from distillab.data.sources import load_source
@@ -177,14 +177,7 @@ def test_hostile_data_is_one_line_exit_2_and_changes_nothing(case, tmp_path, cap
     monkeypatch.setenv("DISTILLAB_NO_DOWNLOAD", "1")
     monkeypatch.chdir(tmp_path)
     argv, needle = case(tmp_path, packed) if case.__name__.startswith("c_wds") else case(tmp_path)
-    capsys.readouterr()
-    before = _snapshot(tmp_path)
-    code = main([*argv, "--quiet"] if argv[0] == "run" else argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    assert needle in err, err
-    assert _snapshot(tmp_path) == before
+    assert_refused(argv, needle, tmp_path, capsys)
 
 
 def test_a_symlink_loop_serves_each_image_once(tmp_path):

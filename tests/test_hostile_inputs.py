@@ -23,6 +23,19 @@ def _snapshot(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def assert_refused(argv, needle, root, capsys):
+    """``distillab argv`` ends with exit 2 and one ``error:`` line containing ``needle``, and no
+    file under ``root`` changed."""
+    capsys.readouterr()
+    before = _snapshot(root)
+    code = main([*argv, "--quiet"] if argv[0] == "run" else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert needle in err, err
+    assert _snapshot(root) == before
+
+
 def _yaml(tmp, data, name="c.yaml"):
     (tmp / name).write_text(yaml.safe_dump(data))
     return str(tmp / name)
@@ -225,14 +238,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, capsys
     monkeypatch.setenv("DISTILLAB_NO_DOWNLOAD", "1")
     monkeypatch.chdir(tmp_path)
     argv, needle = case(tmp_path)
-    capsys.readouterr()
-    before = _snapshot(tmp_path)
-    code = main([*argv, "--quiet"] if argv[0] == "run" else argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    assert needle in err, err
-    assert _snapshot(tmp_path) == before
+    assert_refused(argv, needle, tmp_path, capsys)
 
 
 def test_corpus_size():

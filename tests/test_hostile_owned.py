@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_hostile_inputs import BASE, _finished_run, _snapshot, _yaml
+from test_hostile_inputs import BASE, assert_refused, _finished_run, _yaml
 
 from distillab.cli import main
 
@@ -267,14 +267,7 @@ def test_hostile_case_is_one_line_exit_2_and_changes_nothing(case, tmp_path, cap
     monkeypatch.setenv("DISTILLAB_NO_DOWNLOAD", "1")
     monkeypatch.chdir(tmp_path)
     argv, needle = case(tmp_path)
-    capsys.readouterr()
-    before = _snapshot(tmp_path)
-    code = main([*argv, "--quiet"] if argv[0] == "run" else argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    assert needle in err, err
-    assert _snapshot(tmp_path) == before
+    assert_refused(argv, needle, tmp_path, capsys)
 
 
 def test_restart_deletes_only_what_the_run_wrote(tmp_path, capsys):

@@ -15,9 +15,8 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_hostile_inputs import BASE, _finished_run, _snapshot, _yaml
+from test_hostile_inputs import BASE, assert_refused, _finished_run, _yaml
 
-from distillab.cli import main
 
 
 def _model_file(t, *, spec=None, change=None, tensors=None):
@@ -221,14 +220,7 @@ def test_hostile_runtime_is_one_line_exit_2_and_changes_nothing(case, tmp_path, 
     import inspect
 
     argv, needle = case(tmp_path, monkeypatch) if "env" in inspect.signature(case).parameters else case(tmp_path)
-    capsys.readouterr()
-    before = _snapshot(tmp_path)
-    code = main([*argv, "--quiet"] if argv[0] == "run" else argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    assert needle in err, err
-    assert _snapshot(tmp_path) == before
+    assert_refused(argv, needle, tmp_path, capsys)
     assert not torch.distributed.is_initialized()
 
 

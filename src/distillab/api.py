@@ -240,10 +240,9 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _history(folder: Path) -> list[dict[str, Any]]:
-    import json
+    from distillab.engine.run import read_metrics
 
-    path = folder / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    return read_metrics(folder)
 
 
 def _finish_run(folder: Path, objective: Objective, spec: dict[str, Any], cfg: Any, tcfg: TrainConfig, seed: int,

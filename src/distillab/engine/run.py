@@ -280,6 +280,24 @@ def _discard(run_dir: Path) -> None:
             pass
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch records of ``run_dir/metrics.jsonl``, skipping lines that are not a JSON object
+    (a half-written line from a crash); [] when there is no file."""
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    records = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A finished run's summary, checked: a corrupt file is a one-line error naming it."""
     path = run_dir / SUMMARY_FILE

@@ -339,22 +339,23 @@ class Trainer:
 
         hook = self.objective.eval_model().register_forward_hook(keep_logits)
         try:
-            self._run_batches(epoch, steps_per_epoch, total, n_batches, device, layout, autocast, sums, seen)
+            correct, counted = self._run_batches(epoch, steps_per_epoch, total, n_batches, device, layout, autocast,
+                                                 sums, seen)
         finally:
             hook.remove()
         means = {k: v / n_batches for k, v in sums.items()}
-        if self._counted:  # recorded as train_acc
-            means["acc"] = self._correct.item() / self._counted
+        if counted:  # recorded as train_acc
+            means["acc"] = correct.item() / counted
         return distributed.all_mean(means)  # over ranks: the global batch
 
     def _run_batches(self, epoch: int, steps_per_epoch: int, total: int, n_batches: int, device: torch.device,
                      layout: torch.memory_format, autocast: Any, sums: dict[str, float],
-                     seen: dict[str, torch.Tensor]) -> None:
-        """The optimiser steps of one epoch: adds each named loss into ``sums``, counts correct
-        training predictions in ``self._correct`` / ``self._counted``."""
+                     seen: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """The optimiser steps of one epoch: adds each named loss into ``sums``; returns the number
+        of correct training predictions (a device tensor, read once by the caller) and of labels."""
         cfg, opt, acc = self.cfg, self.optimizer, self.cfg.accumulate
-        self._correct = torch.zeros((), device=device, dtype=torch.long)
-        self._counted = 0
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        counted = 0
         # The watchdog's probe without validation data: the epoch's last ~512 training examples.
         self._recent: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, item in enumerate(self.train_loader):
@@ -372,8 +373,8 @@ class Trainer:
                 losses = self._forward(batch, step / total)
             logits = seen.get("logits")
             if logits is not None and batch.y.ndim == 1 and len(logits) == len(batch.y):
-                self._correct += (logits.argmax(1) == batch.y).sum()
-                self._counted += len(batch.y)
+                correct += (logits.argmax(1) == batch.y).sum()
+                counted += len(batch.y)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower the learning "
@@ -394,3 +395,4 @@ class Trainer:
                 self._recent.append((batch.x.detach(), batch.y))
             if self.progress:
                 self.progress.advance(1, loss=loss.item(), samples=len(batch))
+        return correct, counted

@@ -149,9 +149,10 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     def gain(label: str) -> tuple[float, ...]:
         return tuple(r["test_acc"] - runs["student"][s]["test_acc"] for s, r in runs[label].items())
 
+    labels = sorted(cfg.methods, key=lambda k: k != primary)  # the primary claim first
     comparisons = [Comparison(f"{label} − student alone", gain(label), +1, primary=label == primary, preconditions=pre)
-                   for label in sorted(cfg.methods, key=lambda k: k != primary)]
-    verdicts = {c.label.split(" − ")[0]: a for c, a in zip(comparisons, assess(comparisons), strict=True)}
+                   for label in labels]
+    verdicts = dict(zip(labels, assess(comparisons), strict=True))
     header = ["method", "model", "test acc (%)", "seeds", "gain vs student alone (pts, 95% CI)", "verdict",
               "# params", "# mult-adds", "train s/epoch"]
 

@@ -17,7 +17,7 @@ from distillab.engine.run import RunSpec, derive_seed, execute_run
 from distillab.errors import UserError
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
-from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, markdown_table, overall_verdict
+from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, headline, markdown_table
 
 
 VERDICT_NOTE = (
@@ -177,7 +177,7 @@ class Study:
             good = sum(a.verdict in GOOD for a in assessed)
             primary = next((c.label for c in comparisons if c.primary), None)
             what = f"primary claim: {primary}; " if primary else ""
-            md += (f"**Verdict: {overall_verdict(comparisons)}** ({what}{good} of {len(comparisons)} claims "
+            md += (f"**Verdict: {headline(assessed)}** ({what}{good} of {len(comparisons)} claims "
                    f"reproduced or consistent).\n\n")
         md += f"{markdown_table(header, rows)}\n"
         if self.collapsed:  # a failed training is flagged, not silently averaged as a method's effect

@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+from distillab.engine.run import read_metrics
 from distillab.errors import UserError
 from distillab.results.stats import mean_std
 
@@ -82,13 +83,11 @@ def _learning_curves(roles: dict[str, list[Path]]) -> bytes | None:
     for role, runs in roles.items():
         per_epoch: dict[int, list[float]] = {}
         for run in runs:
-            path = run / "metrics.jsonl"
-            for ln in path.read_text().splitlines() if path.is_file() else []:
+            for rec in read_metrics(run):
                 try:
-                    rec = json.loads(ln)
                     per_epoch.setdefault(int(rec["epoch"]), []).append(100 * float(rec["val_acc"]))
                 except (ValueError, KeyError, TypeError, OverflowError):
-                    continue  # a line without validation, a half-written one, or an epoch of Infinity
+                    continue  # a line without validation, or an epoch of Infinity
         if per_epoch:
             xs = sorted(per_epoch)
             ax.plot(xs, [mean_std(per_epoch[x])[0] for x in xs], marker=".", label=role)

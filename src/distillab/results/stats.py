@@ -255,14 +255,18 @@ GOOD = ("reproduced", "consistent")
 
 
 def overall_verdict(comparisons: Sequence[Comparison]) -> str:
-    """The study's headline: the primary claim's verdict when one is declared; otherwise
-    'reproduced' when every claim is, 'partly reproduced' when some are, and with none reproduced
-    'not testable here' when none could be tested, 'not reproduced' when a claim is contradicted,
-    else 'inconclusive'."""
-    verdicts = [a.verdict for a in assess(comparisons)]
-    for c, v in zip(comparisons, verdicts, strict=True):
-        if c.primary:
-            return v
+    """The study's headline for these claims (see :func:`headline`)."""
+    return headline(assess(comparisons))
+
+
+def headline(assessed: Sequence[Assessed]) -> str:
+    """The primary claim's verdict when one is declared; otherwise 'reproduced' when every claim
+    is, 'partly reproduced' when some are, and with none reproduced 'not testable here' when none
+    could be tested, 'not reproduced' when a claim is contradicted, else 'inconclusive'."""
+    for a in assessed:
+        if a.claim.primary:
+            return a.verdict
+    verdicts = [a.verdict for a in assessed]
     good = [v in GOOD for v in verdicts]
     if all(good):
         return "reproduced"
