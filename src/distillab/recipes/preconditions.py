@@ -6,12 +6,13 @@ here" with the measured value beside it."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from distillab.engine.run import read_metrics, read_summary
+from distillab.errors import UserError
 from distillab.results.stats import Precondition
 
 CONVERGED_WITHIN = 0.3  # points: the last quarter of validation accuracy vs its best and the one before
@@ -29,28 +30,16 @@ def val_lead(ahead: Sequence[dict], behind: Sequence[dict], need: float, label: 
 
 
 def _val_curve(run_dir: Path) -> list[float]:
-    try:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    curve = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("val_acc"), (int, float)):
-            curve.append(float(rec["val_acc"]))
-    return curve
+    return [float(r["val_acc"]) for r in read_metrics(run_dir) if isinstance(r.get("val_acc"), (int, float))]
 
 
 def convergence_gap(run_dir: Path) -> tuple[float, float]:
     """(gap, noise) in points for one run, from its validation curve. With k = a quarter of its
     evaluations, the gap is the larger of (best mean over k consecutive evaluations − mean of the
-    last k), a run past its best, and (mean of the last k − mean of the k before), a run still
-    climbing. Window means rather than single evaluations, so one lucky epoch does not count.
-    ``noise``: two standard errors of a difference of two such means, from the validation size in
-    the run's summary (0 when unknown). nan without validation records."""
+    last k), a run past its best, and (mean of the last k/2 − mean of the k/2 before), a run still
+    climbing at its end. Window means rather than single evaluations, so one lucky epoch does not
+    count. ``noise``: two standard errors of a difference of two half-window means, from the
+    validation size in the run's summary (0 when unknown). nan without validation records."""
     curve = _val_curve(run_dir)
     if not curve:
         return float("nan"), 0.0
@@ -58,22 +47,25 @@ def convergence_gap(run_dir: Path) -> tuple[float, float]:
     windows = [statistics.fmean(curve[j:j + k]) for j in range(len(curve) - k + 1)]
     last = windows[-1]
     gap = max(windows) - last
-    if len(curve) >= 2 * k:
-        gap = max(gap, last - statistics.fmean(curve[-2 * k:-k]))
+    # Still climbing *within* the last quarter: its second half above its first. (Not the last
+    # quarter against the one before: an annealed lr rightly lifts the last quarter above it.)
+    h = max(1, k // 2)
+    if len(curve) >= 2 * h:
+        gap = max(gap, statistics.fmean(curve[-h:]) - statistics.fmean(curve[-2 * h:-h]))
     noise = 0.0
     try:
-        val_n = json.loads((Path(run_dir) / "summary.json").read_text()).get("val_n")
-    except (OSError, ValueError, AttributeError):
+        val_n = read_summary(Path(run_dir)).get("val_n")
+    except (OSError, UserError):
         val_n = None
     if isinstance(val_n, int) and val_n > 0:
         p = min(max(last, 1e-3), 1 - 1e-3)
-        noise = 2 * math.sqrt(p * (1 - p) / val_n) * math.sqrt(2 / k)
+        noise = 2 * math.sqrt(p * (1 - p) / val_n) * math.sqrt(2 / h)
     return 100 * gap, 100 * noise
 
 
 def converged(run_dirs: Sequence[Path], label: str, within: float = CONVERGED_WITHIN) -> Precondition:
     """Every run has converged: its last quarter of validation evaluations is, on average, within
-    ``within`` points of its best quarter and of the quarter before (or within the validation
+    ``within`` points of its best quarter, and does not rise within itself (or within the validation
     noise, when that is larger — 0.3 point cannot be resolved with a few thousand images). The
     worst run's gap is the measured value."""
     measured = [convergence_gap(d) for d in run_dirs]
