@@ -328,7 +328,7 @@ def run_study(config: dict[str, Any], out: str | Path, *, resume: bool = False, 
     results table as Markdown. Finished runs in ``out`` are read back, never retrained."""
     from rich.console import Console
 
-    from distillab.cli import run_config
+    from distillab.studies import run_config
 
     console = Console(quiet=quiet)
     return run_config(dict(config), Path(out), console, "config", resume)

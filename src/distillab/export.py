@@ -172,3 +172,15 @@ def export_torchscript(model: nn.Module, in_shape: tuple[int, ...], path: str | 
         tmp.unlink(missing_ok=True)
         raise UserError(f"TorchScript export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return diff
+
+
+def check_targets(onnx: str | None, torchscript: str | None) -> None:
+    """An export never replaces a file (a run's own model, the user's files), nor writes both formats
+    to one name."""
+    targets = [(flag, Path(f)) for flag, f in (("--onnx", onnx), ("--torchscript", torchscript)) if f]
+    if len(targets) == 2 and targets[0][1].resolve() == targets[1][1].resolve():
+        raise UserError("--onnx and --torchscript name the same file; give two names")
+    for flag, target in targets:  # an export never replaces a file (a run's own model, the user's files)
+        if target.exists() or target.is_symlink():
+            raise UserError(f"{flag} {target} already exists; distillab export never replaces a file: remove it "
+                            f"or choose a new name")

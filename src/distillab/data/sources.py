@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from distillab.errors import UserError
+from distillab.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -29,6 +34,70 @@ STANDARD_DIRS: list[Path] = [
     Path.home() / ".cache" / "distillab",
     Path("data"),
 ]
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """A registered data source. ``load(data_dir=, image_size=[, path=])`` returns a :class:`Dataset`
+    held in memory; a streamed kind has ``load=None`` and ``stream(cfg, seed, order_seed,
+    normalization, device)`` → DataBundle plus ``describe(path)`` → (shape, num_classes) read from
+    metadata alone (preflight). ``takes_path``: written ``name:PATH`` in a config."""
+
+    name: str
+    load: Callable[..., Dataset] | None
+    takes_path: bool
+    help: str
+    stream: Callable[..., Any] | None = None
+    describe: Callable[[str], tuple[tuple[int, ...], int]] | None = None
+
+    @property
+    def shape(self) -> str:
+        """How a config names it: ``digits``, ``imagefolder:PATH``."""
+        return f"{self.name}:PATH" if self.takes_path else self.name
+
+
+SOURCES: Registry[SourceEntry] = Registry("source", "; `distillab list sources` describes them")
+
+
+def register_source(name: str, *, takes_path: bool = False, help: str = "",
+                    stream: Callable[..., Any] | None = None,
+                    describe: Callable[[str], tuple[tuple[int, ...], int]] | None = None) -> Callable[[F], F]:
+    """Register a data source under ``name`` (usable as ``data.source: name`` in any config).
+
+    >>> @register_source("my-data")                           # doctest: +SKIP
+    ... def my_data(data_dir=None, image_size=32, **_):
+    ...     return Dataset("my-data", x_train, y_train, x_test, y_test, classes)
+
+    The decorated function gets ``data_dir`` and ``image_size`` (and ``path`` with ``takes_path``:
+    ``name:PATH``); the first line of its docstring is the help ``distillab list sources`` prints.
+    A streamed kind (``stream=``, ``describe=``) may decorate ``None``'s stand-in, a function
+    that is never called to load into memory."""
+    if not name or ":" in name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"source name {name!r}: use letters, digits, '_', '.', '-'")
+
+    def deco(fn: F) -> F:
+        text = help or (fn.__doc__ or "").strip().split("\n")[0]
+        SOURCES.add(name, SourceEntry(name, None if stream is not None else fn, takes_path or stream is not None,
+                                      text, stream, describe), fn.__module__)
+        return fn
+
+    return deco
+
+
+def resolve_source(name: object) -> tuple[SourceEntry, str | None]:
+    """The registry entry of a ``data.source`` value and its ``PATH`` part (None without one)."""
+    if not isinstance(name, str):
+        raise UserError(f"data.source: {name!r} is not a source name")
+    family, sep, rest = name.partition(":")
+    entry = SOURCES.get(family)
+    if entry is not None and entry.takes_path == bool(sep):
+        return entry, rest if sep else None
+    from distillab.errors import did_you_mean
+
+    shapes = [e.shape for e in SOURCES.values()]
+    close = did_you_mean(family, [e.name for e in SOURCES.values() if e.takes_path]) if sep else ""
+    hint = close.replace("?", "").split(" or ")[0] + f":{rest}?" if close else did_you_mean(name, shapes)
+    raise UserError(f"data.source: unknown source {name!r}{hint} (known: {', '.join(shapes)})")
 
 
 @dataclass
@@ -261,26 +330,51 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
     return Dataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, classes).check()
 
 
-SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "imagefolder:PATH", "webdataset:PATH")
+def _fashion_mnist(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """70k 28x28 grey clothing images, 10 classes (Debian: dataset-fashion-mnist)"""
+    return _load_idx_family("fashion-mnist", "FashionMNIST", "dataset-fashion-mnist", FASHION_CLASSES, data_dir)
+
+
+def _mnist(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """70k 28x28 grey digits, 10 classes"""
+    return _load_idx_family("mnist", "MNIST", None, [str(i) for i in range(10)], data_dir)
+
+
+def _cifar10(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """60k 32x32 colour images, 10 classes"""
+    return _load_cifar("cifar10", data_dir)
+
+
+def _cifar100(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """60k 32x32 colour images, 100 classes"""
+    return _load_cifar("cifar100", data_dir)
+
+
+def _digits(**_: object) -> Dataset:
+    """scikit-learn's bundled 1,797 8x8 digits (always available; used by the tests)"""
+    return _load_digits()
+
+
+def _imagefolder(path: str, image_size: int = 32, **_: object) -> Dataset:
+    """PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, resized to data.image_size"""
+    return _load_imagefolder(path, image_size)
+
+
+# The built-in in-memory sources (registered here: their loaders are the functions above).
+for _name, _fn in (("fashion-mnist", _fashion_mnist), ("mnist", _mnist), ("cifar10", _cifar10),
+                   ("cifar100", _cifar100), ("digits", _digits)):
+    register_source(_name)(_fn)
+register_source("imagefolder", takes_path=True)(_imagefolder)
 
 
 def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 32) -> Dataset:
-    """Load a named dataset into memory. ``name`` is one of :data:`SOURCES`."""
-    if name == "fashion-mnist":
-        return _load_idx_family(name, "FashionMNIST", "dataset-fashion-mnist", FASHION_CLASSES, data_dir)
-    if name == "mnist":
-        return _load_idx_family(name, "MNIST", None, [str(i) for i in range(10)], data_dir)
-    if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, data_dir)
-    if name == "digits":
-        return _load_digits()
-    if name.startswith("imagefolder:"):
-        return _load_imagefolder(name.split(":", 1)[1], image_size)
-    if name.startswith("webdataset:"):
+    """Load a named dataset into memory. ``name`` is a registered source (:data:`SOURCES`), with
+    ``:PATH`` for kinds that take one (``imagefolder:PATH``)."""
+    entry, arg = resolve_source(name)
+    if entry.load is None:
         raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
-    from distillab.errors import did_you_mean
-
-    family, sep, rest = name.partition(":")
-    close = did_you_mean(family, ["imagefolder", "webdataset"]) if sep else ""
-    hint = close.replace("?", "").split(" or ")[0] + f":{rest}?" if close else did_you_mean(name, SOURCES)
-    raise UserError(f"data.source: unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")
+    kwargs = {"path": arg} if entry.takes_path else {}
+    ds = entry.load(data_dir=data_dir, image_size=image_size, **kwargs)
+    if not isinstance(ds, Dataset):
+        raise UserError(f"data.source {name!r}: its loader returned {type(ds).__name__}, not a distillab Dataset")
+    return ds.check()

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from distillab.config import AugmentConfig
 from distillab.data.batch import Batch
 from distillab.data.loader import augment_batch, center_crop_batch, epoch_seed, normalizer
+from distillab.data.sources import register_source
 from distillab.errors import UserError
 
 META = "meta.json"
@@ -118,6 +119,7 @@ def pack(source: str, out: Path, **options: Any) -> dict[str, Any]:
     a meta.json of the user's). A pack that fails or is interrupted removes the files it wrote."""
     import re
 
+    _check_pack_options(**options)
     if out.exists() and not out.is_dir():
         raise UserError(f"data pack: {out} is a file; choose an empty (or new) folder")
     if out.is_dir() and any(out.iterdir()):
@@ -133,6 +135,17 @@ def pack(source: str, out: Path, **options: Any) -> dict[str, Any]:
             if created and not any(out.iterdir()):
                 out.rmdir()
         raise
+
+
+def _check_pack_options(*, shard_size: int = 10_000, val: int = 5000, seed: int = 0, image_size: int = 32,
+                        limit: int | None = None, **_: Any) -> None:
+    """Refuse options ``data pack`` cannot honour, before anything is written."""
+    if shard_size < 1 or val < 0 or (limit is not None and limit < 1):
+        raise UserError("data pack: --shard-size and --limit must be positive, --val non-negative")
+    if not 4 <= image_size <= 4096:
+        raise UserError(f"data pack: --image-size {image_size} must be between 4 and 4096 pixels")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"data pack: --seed {seed} must be between 0 and 2**32 - 1")
 
 
 def _pack(source: str, out: Path, *, shard_size: int = 10_000, val: int = 5000, seed: int = 0,
@@ -312,7 +325,7 @@ def prepare_stream(cfg: Any, seed: int, order_seed: int | None, normalization: d
     """A :class:`~distillab.data.prepare.DataBundle` of stream loaders for ``webdataset:PATH``."""
     from distillab.compat import require
     from distillab.data.prepare import DataBundle
-    from distillab.engine.distributed import current
+    from distillab.distributed import current
 
     require("webdataset", "stream", f"data.source {cfg.source}")  # before any run folder is written
     root = Path(cfg.source.split(":", 1)[1]).expanduser()
@@ -341,3 +354,17 @@ def prepare_stream(cfg: Any, seed: int, order_seed: int | None, normalization: d
     shape = (c, crop, crop) if crop else (c, h, w)
     return DataBundle(train, val, test, len(meta["classes"]), shape, list(meta["classes"]),
                       tuple(norm["mean"]), tuple(norm["std"]))
+
+
+def _describe(path: str) -> tuple[tuple[int, ...], int]:
+    """(shape, classes) of packed shards, from ``meta.json`` alone (preflight reads no data)."""
+    from distillab.compat import require
+
+    require("webdataset", "stream", f"data.source webdataset:{path}")
+    meta = read_meta(Path(path).expanduser())
+    return tuple(meta["shape"]), len(meta["classes"])
+
+
+@register_source("webdataset", stream=prepare_stream, describe=_describe)
+def _webdataset(**_: Any) -> None:
+    """WebDataset shards written by `distillab data pack`, streamed from disk by DataLoader workers"""

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
-from distillab.engine import distributed
+from distillab import distributed
 from distillab.engine.owned import MARKER, has_marker, write_marker
 from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, drop_train_state, load_model, save_model
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate

@@ -17,7 +17,7 @@ from torch import nn
 from distillab.config import OptimConfig, TrainConfig
 from distillab.data.batch import BatchSource, as_batch
 from distillab.data.loader import epoch_seed
-from distillab.engine import distributed
+from distillab import distributed
 from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
 from distillab.errors import UserError
 from distillab.methods.base import Objective

@@ -8,8 +8,6 @@ config's ``method:`` key) validates against the registry when a config is read.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, ValidationError
@@ -18,9 +16,9 @@ from pydantic_core import PydanticCustomError
 from distillab.methods.base import Objective, Teacher, soft_cross_entropy
 from distillab.methods.registry import METHODS, Context, build_objective, register_method
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("base", "registry"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
+from distillab.registry import import_submodules
+
+import_submodules(__name__, __path__, skip=("base", "registry"))
 
 # Re-export each registered objective and config class (``from distillab.methods import KD, KDConfig``).
 for _entry in METHODS.values():

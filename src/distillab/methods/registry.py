@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.registry import Registry
 
 if TYPE_CHECKING:
     from distillab.methods.base import Objective, Teacher
@@ -54,7 +55,7 @@ class MethodEntry:
     help: str
 
 
-METHODS: dict[str, MethodEntry] = {}
+METHODS: Registry[MethodEntry] = Registry("method", "; `distillab list methods` describes them")
 O = TypeVar("O", bound=type)
 
 
@@ -65,7 +66,7 @@ def register_method(config: type) -> Callable[[O], O]:
 
     def deco(cls: O) -> O:
         doc = (cls.__doc__ or "").strip().split("\n")[0]
-        METHODS[name] = MethodEntry(name, config, cls, doc)
+        METHODS.add(name, MethodEntry(name, config, cls, doc), cls.__module__)
         return cls
 
     return deco
@@ -73,9 +74,7 @@ def register_method(config: type) -> Callable[[O], O]:
 
 def build_objective(cfg: Any, student: nn.Module, ctx: Context) -> "Objective":
     """Build the objective named by ``cfg.name``."""
-    entry = METHODS.get(cfg.name)
-    if entry is None:
-        raise UserError(f"method {cfg.name!r} unknown (known: {', '.join(METHODS)})")
+    entry = METHODS.get_entry(cfg.name)
     if "student_layers" in type(cfg).model_fields:  # a feature method: choose both networks' taps first
         from distillab.methods.features import named_pairs, prepare_taps
 

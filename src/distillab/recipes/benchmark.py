@@ -31,9 +31,10 @@ from distillab.engine.run import RunSpec
 from distillab.methods import MethodConfig
 from distillab.profile import human
 from distillab.recipes.preconditions import converged, val_lead
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Role, Study
 from distillab.errors import UserError
-from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table, with_overrides
+from distillab.recipes.tuning import TuneConfig, tune, tuning_table, with_overrides
 from distillab.results.stats import Comparison, assess, fmt_interval, fmt_pm, mean_std
 
 # A method's gain over the student alone, in the benchmark's words.
@@ -102,6 +103,7 @@ class BenchmarkRecipe(Strict):
         return self.primary or ("KD" if "KD" in self.methods else next(iter(self.methods)))
 
 
+@register_recipe(BenchmarkRecipe)
 def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     primary = cfg.primary_label
     teacher_spec = RunSpec(data=cfg.data, **cfg.teacher.model_dump())
@@ -188,11 +190,3 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
         notes += "\n\n" + table
     return study.write_table("results", "Distillation benchmark: one teacher, one student, every method",
                              header, rows, notes, comparisons)
-
-
-def count_runs(cfg: BenchmarkRecipe) -> int:
-    teachers = 1 if cfg.shared_teacher else len(cfg.seeds) + len(cfg.primary_seeds)
-    pilot_teacher = 1 if cfg.tune.grid and not cfg.shared_teacher else 0
-    trials = sum(grid_size(g) for g in cfg.tune.grid.values())
-    return (teachers + pilot_teacher + trials + len(cfg.seeds) * (1 + len(cfg.methods))
-            + len(cfg.primary_seeds) * 2)

@@ -13,6 +13,7 @@ from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, Tra
 from distillab.engine.run import RunSpec
 from distillab.methods.kd import KDConfig
 from distillab.recipes.preconditions import converged, val_lead
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.stats import Comparison, fmt_pm
 
@@ -59,6 +60,7 @@ def _hidden(model: ModelConfig) -> str:
     return name
 
 
+@register_recipe(HintonRecipe)
 def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
     def spec(role: Role, **kw) -> RunSpec:
         return RunSpec(data=cfg.data.model_copy(update={"augment": role.augment}), model=role.model,
@@ -113,7 +115,3 @@ def _regularisers(role: Role) -> str:
     if role.augment.jitter:
         parts.append(f"±{role.augment.jitter}px jitter")
     return (", " + ", ".join(parts)) if parts else ""
-
-
-def count_runs(cfg: HintonRecipe) -> int:
-    return 3 * len(cfg.seeds)

@@ -17,6 +17,7 @@ from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, Tra
 from distillab.engine.run import RunSpec
 from distillab.methods.refinery import RefineryConfig
 from distillab.recipes.preconditions import overfit_gap
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.stats import Comparison, fmt_pm
 
@@ -39,10 +40,7 @@ class LabelRefineryRecipe(Strict):
                                                 "crops whose labels no longer fit them)")
 
 
-def count_runs(cfg: LabelRefineryRecipe) -> int:
-    return len(cfg.seeds) * (cfg.generations + (2 if cfg.strong_refinery else 0))
-
-
+@register_recipe(LabelRefineryRecipe)
 def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
     res: dict[str, list[dict]] = {}
     for seed in cfg.seeds:

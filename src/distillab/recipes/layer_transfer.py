@@ -19,6 +19,7 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm
@@ -59,10 +60,7 @@ def _check(cfg: LayerTransferRecipe) -> list[int]:
     return ns
 
 
-def count_runs(cfg: LayerTransferRecipe) -> int:
-    return len(cfg.seeds) * (2 + len(_check(cfg)) * len(cfg.variants))
-
-
+@register_recipe(LayerTransferRecipe)
 def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
     ns = _check(cfg)
     half = {p: cfg.data.model_copy(update={"classes": ClassSplitConfig(part=p, **cfg.split.model_dump())})

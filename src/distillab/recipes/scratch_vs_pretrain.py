@@ -20,6 +20,7 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm
@@ -43,10 +44,6 @@ class ScratchVsPretrainRecipe(Strict):
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
-def count_runs(cfg: ScratchVsPretrainRecipe) -> int:
-    return len(cfg.seeds) * (1 + 2 * len(cfg.schedules))
-
-
 def _curve(run_dir: Path) -> list[float]:
     """Validation accuracy after every epoch (the recipe evaluates every epoch)."""
     path = run_dir / "metrics.jsonl"
@@ -60,6 +57,7 @@ def _curve(run_dir: Path) -> list[float]:
     return [ln.get("val_acc", float("nan")) for ln in lines]
 
 
+@register_recipe(ScratchVsPretrainRecipe)
 def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
     blocks = num_blocks(cfg.model.name, **cfg.model.kwargs)
     base = cfg.train.epochs

@@ -152,7 +152,7 @@ class Study:
     def await_results(self, summaries: list[dict[str, Any]]) -> None:
         """Called by a recipe before a choice that depends on these runs' results (a tuning grid).
         Training runs in order, so the results are here; a planning study stops at this point
-        until they are (engine/plan.py)."""
+        until they are (recipes/plan.py)."""
 
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
         """Test metrics of the average of the probabilities of finished runs ``names`` (seed ``seed``)."""
@@ -190,7 +190,7 @@ class Study:
         comp_rows = [a.row() for a in assessed]
         if comparisons:
             md += f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\n{VERDICT_NOTE}\n"
-        from distillab.engine.distributed import current
+        from distillab.distributed import current
 
         if not current().is_main:  # under torchrun only rank 0 writes
             return md

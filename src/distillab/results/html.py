@@ -196,3 +196,23 @@ def build_html(root: Path, command: str | None = None) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>distillab report: {html.escape(root.name)}"
             f"</title><style>{STYLE}</style></head><body><h1>distillab report: {html.escape(str(root))}</h1>"
             f"{made}<ul>{toc}</ul>{body}<h2>All runs</h2>{every}</body></html>")
+
+
+def check_html_target(target: Path) -> None:
+    """``report --html FILE``: a file in an existing folder, and only a report distillab wrote is
+    replaced (never the user's own page; a FIFO or device is never opened: it could block)."""
+    from distillab.errors import UserError
+
+    if target.is_dir() or not target.parent.is_dir():
+        raise UserError(f"--html {target}: give a file in an existing folder")
+    if not (target.exists() or target.is_symlink()):
+        return
+    head = b""
+    if target.is_file():
+        try:
+            with target.open("rb") as f:
+                head = f.read(200)
+        except OSError:
+            pass
+    if not head.startswith(b"<!doctype html><html><head><meta charset='utf-8'><title>distillab report"):
+        raise UserError(f"--html {target} exists and is not a distillab report; remove it or choose another name")

@@ -103,7 +103,8 @@ class PlanningStudy(Study):
 
 
 def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> Plan:
-    """Every run the recipe ``module`` would train for ``cfg``, in a valid order, with its
+    """Every run the recipe ``module`` (anything with ``run(cfg, out, study)``: a recipe module or
+    its registry entry) would train for ``cfg``, in a valid order, with its
     dependencies. What follows the runs (cost columns, ensembles of finished models) needs trained
     models and is skipped here: the recipe's local pass after the executor does it."""
     import tempfile
@@ -116,9 +117,20 @@ def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> P
         except PlanCut:
             plan.complete = False
         except (UserError, OSError, KeyError, ValueError, ZeroDivisionError, RuntimeError):
-            pass  # only reached after the last study.run: tables and cost columns need trained models
+            if not study.planned:  # a config the recipe refuses before its first run: say so now
+                raise
+            # else only reached after the last study.run: tables and cost columns need trained models
     plan.extend(study.planned)
     return plan
+
+
+def count_runs(cfg: Any, recipe: Any) -> int:
+    """How many runs the study ``recipe`` trains for ``cfg``, read off its plan (every run, those a
+    tuning grid would choose included): no hand-written count to keep in sync with the recipe."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:
+        return len(plan_study(cfg, recipe, Path(where) / "out", provisional=True))
 
 
 def run_study_on_ray(cfg: Any, module: Any, out: Path, **options: Any) -> None:
