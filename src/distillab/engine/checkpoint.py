@@ -21,9 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.engine.run_folder import CHECKPOINT_GLOB, MODEL_FILE, STATE_FILE, checkpoint_name  # noqa: F401 - re-exported
 
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.json"
 
 
 def _tmp(path: Path) -> Path:
@@ -199,7 +198,7 @@ def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], o
                 tensors[f"optim.{idx}.{k}"] = v
             else:
                 scalars.setdefault(str(idx), {})[k] = v
-    fname = f"ckpt-{epoch:04d}.safetensors"
+    fname = checkpoint_name(epoch)
     _save_tensors(run_dir / fname, tensors)
     state = {"epoch": epoch, "file": fname, "param_groups": opt["param_groups"], "optim_scalars": scalars, **extra}
     old = read_train_state(run_dir)
@@ -211,7 +210,7 @@ def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], o
 def drop_train_state(run_dir: Path) -> None:
     """Delete the resumable state of a finished run: the commit point first, then the files."""
     (run_dir / STATE_FILE).unlink(missing_ok=True)
-    for f in run_dir.glob("ckpt-*.safetensors"):
+    for f in run_dir.glob(CHECKPOINT_GLOB):
         f.unlink(missing_ok=True)
 
 

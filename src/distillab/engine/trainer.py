@@ -19,6 +19,7 @@ from distillab.data.batch import BatchSource, as_batch
 from distillab.data.loader import epoch_seed
 from distillab import distributed
 from distillab.engine.checkpoint import load_train_state, read_train_state, save_train_state
+from distillab.engine.run_folder import METRICS_FILE, STATE_FILE, TB_DIR
 from distillab.errors import UserError
 from distillab.methods.base import Objective
 
@@ -179,7 +180,7 @@ class Trainer:
             self._forward = DDP(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     def _metrics_path(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
+        return self.run_dir / METRICS_FILE
 
     def _resume(self) -> int:
         """Load the last committed state if any; drop metric lines of epochs not checkpointed."""
@@ -190,7 +191,7 @@ class Trainer:
             return 0
         committed = read_train_state(self.run_dir)["epoch"]  # type: ignore[index]
         if committed > self.cfg.epochs:  # a state.json from elsewhere: it would "finish" an untrained run
-            raise UserError(f"training state {self.run_dir / 'state.json'} says epoch {committed} of a "
+            raise UserError(f"training state {self.run_dir / STATE_FILE} says epoch {committed} of a "
                             f"{self.cfg.epochs}-epoch run; rerun with --restart to discard it")
         state = load_train_state(self.run_dir, self.objective.saved_modules(), self.optimizer)
         start = int(state["epoch"])
@@ -293,7 +294,7 @@ class Trainer:
                 return
             # purge_step: events of epochs after the resumed checkpoint (written before a crash) are
             # dropped, as their metrics lines are, so curves never zig-zag.
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self._start + 1)
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIR), purge_step=self._start + 1)
         step = record["epoch"]
         for key, value in record.items():
             if key in ("epoch", "seconds") or not isinstance(value, (int, float)):

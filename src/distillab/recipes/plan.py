@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed, read_summary, unfinished_run_error
+from distillab.engine.run import RunSpec, derive_seed, unfinished_run_error
+from distillab.engine.run_folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_summary
 from distillab.errors import UserError
 from distillab.recipes.study import Study
 
@@ -74,7 +75,7 @@ class PlanningStudy(Study):
     def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
         scratch_dir = self.run_dir(name, seed)
         scratch_dir.mkdir(parents=True, exist_ok=True)
-        (scratch_dir / "metrics.jsonl").write_text('{"val_acc": 0.5}\n' * spec.train.epochs)
+        (scratch_dir / METRICS_FILE).write_text('{"val_acc": 0.5}\n' * spec.train.epochs)
         teachers = list(getattr(spec.method, "teacher", None) or [])
         reads = set(teachers) | ({spec.init.source} if spec.init is not None and spec.init.source else set())
         update: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
+from distillab.engine.run_folder import metric_curve
 from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
@@ -44,19 +45,6 @@ class ScratchVsPretrainRecipe(Strict):
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
-def _curve(run_dir: Path) -> list[float]:
-    """Validation accuracy after every epoch (the recipe evaluates every epoch)."""
-    path = run_dir / "metrics.jsonl"
-    try:
-        lines = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (ValueError, UnicodeDecodeError):
-        lines = None
-    if lines is None or not all(isinstance(ln, dict) and isinstance(ln.get("val_acc", 0.0), (int, float))
-                                for ln in lines):
-        raise UserError(f"{path} is corrupt; delete {run_dir} to retrain that run")
-    return [ln.get("val_acc", float("nan")) for ln in lines]
-
-
 @register_recipe(ScratchVsPretrainRecipe)
 def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
     blocks = num_blocks(cfg.model.name, **cfg.model.kwargs)
@@ -76,7 +64,7 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
                               seed_key=f"target/{k}x")
                 res[label][k].append(s["test_acc"])
                 if k == longest:
-                    curves[label].append(_curve(study.run_dir(name, seed)))
+                    curves[label].append(metric_curve(study.run_dir(name, seed)))
 
     header = ["init", *(f"{k}x ({k * base} ep)" for k in cfg.schedules)]
     rows = [[label, *(fmt_pm(v[k], 2, 100) for k in cfg.schedules)] for label, v in res.items()]

@@ -12,8 +12,10 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import make_progress
-from distillab.engine.owned import MARKER, check_can_write, has_marker, is_empty, owned_files, write_marker
+from distillab.engine.owned import (  # noqa: F401 - the study-folder checks, re-exported
+    check_can_write, check_study_folder, claim_study_folder, owned_files, write_marker)
 from distillab.engine.run import RunSpec, derive_seed, execute_run
+from distillab.engine.run_folder import is_finished
 from distillab.errors import UserError
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
@@ -38,54 +40,6 @@ class Role(Strict):
 
 
 STUDY_FILES = ("study.json", "costs.json")  # besides the tables and plots a recipe names
-
-
-def _legacy_study(out: Path) -> bool:
-    """A study folder written before markers existed: its ``study.json`` is distillab's record, or it
-    holds distillab run folders (``<name>[/<sub>]/seed<k>/config.yaml`` with the derived seeds)."""
-    import json
-
-    import yaml
-
-    try:
-        rec = json.loads((out / "study.json").read_text(encoding="utf-8"))
-        if isinstance(rec, dict) and {"command", "config_yaml"} <= set(rec):
-            return True
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
-    for cfg in [*out.glob("*/seed*/config.yaml"), *out.glob("*/*/seed*/config.yaml")][:20]:
-        try:
-            saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(saved, dict) and {"seed", "run_seed"} <= set(saved):
-            return True
-    return False
-
-
-def check_study_folder(out: Path) -> None:
-    """Refuse an ``--out`` that distillab did not make and that is not empty (a project folder, a
-    folder of the user's files): the study would write its tables over theirs. Reads only."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a folder")
-    if is_empty(out) or has_marker(out, "study") or _legacy_study(out):
-        return
-    raise UserError(f"--out {out} is not empty and was not made by distillab (no {MARKER} marker); choose a new "
-                    f"or empty folder")
-
-
-def claim_study_folder(out: Path) -> None:
-    """Create the study folder if needed and mark it as distillab's (before its first file is written).
-    A legacy study folder is adopted with the result files it already holds."""
-    if has_marker(out, "study"):
-        return
-    check_study_folder(out)
-    import re
-
-    out.mkdir(parents=True, exist_ok=True)
-    known = re.compile(r"(results.*\.(md|csv)|study\.json|costs\.json|[\w-]+\.(png|svg))")
-    adopted = [p.name for p in out.iterdir() if p.is_file() and known.fullmatch(p.name)] if _legacy_study(out) else []
-    write_marker(out, "study", adopted)
 
 
 class Study:
@@ -130,7 +84,7 @@ class Study:
         initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
         comparison: the same student trained alone and distilled)."""
         label = f"{name} seed {seed}"
-        if (self.run_dir(name, seed) / "summary.json").is_file():
+        if is_finished(self.run_dir(name, seed)):
             self.reused += 1
             if hasattr(self.progress, "skip_run"):
                 self.progress.skip_run(label)

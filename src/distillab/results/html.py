@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-from distillab.engine.run import read_metrics
+from distillab.engine.run_folder import SUMMARY_FILE, read_metrics
 from distillab.errors import UserError
 from distillab.results.stats import mean_std
 
@@ -67,7 +67,7 @@ def _img(data: bytes, alt: str) -> str:
 
 def _runs_by_role(study: Path) -> dict[str, list[Path]]:
     roles: dict[str, list[Path]] = {}
-    for summary in sorted(study.glob("*/seed*/summary.json")):
+    for summary in sorted(study.glob(f"*/seed*/{SUMMARY_FILE}")):
         roles.setdefault(summary.parent.parent.name, []).append(summary.parent)
     return roles
 
@@ -110,7 +110,7 @@ def _accuracy_vs_cost(roles: dict[str, list[Path]]) -> bytes | None:
     points = []
     for role, runs in roles.items():
         try:
-            summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+            summaries = [json.loads((r / SUMMARY_FILE).read_text()) for r in runs]
         except (ValueError, UnicodeDecodeError):
             continue
         summaries = [x for x in summaries if isinstance(x, dict)]

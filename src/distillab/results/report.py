@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.engine.run import CONFIG_FILE, SEED_KEYS, SUMMARY_FILE, _with_defaults, without_locations
+from distillab.engine.run_folder import CONFIG_FILE, SEED_KEYS, SUMMARY_FILE, with_defaults, without_locations
 from distillab.errors import UserError
 from distillab.profile import human
 from distillab.results.stats import fmt_pm
@@ -35,7 +35,7 @@ def collect(root: Path) -> list[dict]:
         for k in SEED_KEYS:
             config.pop(k, None)
         role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
-        key = role + "\n" + json.dumps(without_locations(_with_defaults(config)), sort_keys=True, default=str)
+        key = role + "\n" + json.dumps(without_locations(with_defaults(config)), sort_keys=True, default=str)
         try:
             s = json.loads(summ.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
