@@ -27,7 +27,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 def test_shipped_config_is_valid(path):
     data = load_yaml(path)
     entry = RECIPES[data["recipe"]]
-    cls, module = entry.config, entry.module
+    cls = entry.config
     cfg = validate(cls, data, str(path))
     models = list(_models(cfg))
     assert models, "a study with no model"

@@ -77,7 +77,10 @@ def test_benchmark_recipe_table(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(out)]) == 0
     md = (out / "results.md").read_text()
     first_table = md.split("| method")[1].split("\n\n")[0]
-    lines = ["| method" + first_table.splitlines()[0], *(ln for ln in first_table.splitlines()[1:] if ln.startswith("| "))]
+    lines = [
+        "| method" + first_table.splitlines()[0],
+        *(ln for ln in first_table.splitlines()[1:] if ln.startswith("| ")),
+    ]
     assert len(lines) == 1 + 2 + 3  # header, teacher, student, 3 methods
     names = [ln.split("|")[1].strip() for ln in lines[1:]]
     assert names[:2] == ["Teacher", "Student"] and set(names[2:]) == {"KD (primary)", "AT", "CRD"}

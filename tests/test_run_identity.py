@@ -54,7 +54,9 @@ def test_a_retrained_teacher_invalidates_its_students(tmp_path, capsys):
     # Swap the teacher's weights for another model's of the same architecture (a retrained teacher).
     other = _cfg(tmp_path, {**HINTON, "seeds": [1]}, "other.yaml")
     assert main(["run", other, "--out", str(tmp_path / "o1"), "--quiet"]) == 0
-    shutil.copy(tmp_path / "o1" / "teacher" / "seed1" / "model.safetensors", out / "teacher" / "seed0" / "model.safetensors")
+    shutil.copy(
+        tmp_path / "o1" / "teacher" / "seed1" / "model.safetensors", out / "teacher" / "seed0" / "model.safetensors"
+    )
     capsys.readouterr()
     assert main(["run", cfg, "--out", str(out), "--quiet"]) == 2
     assert "teachers weights" in capsys.readouterr().err

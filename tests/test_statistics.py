@@ -85,7 +85,9 @@ def test_tiny_study_writes_every_column_and_says_not_testable_here(tmp_path, cap
     for column in ("p", "Holm p", "MDE, pts", "preconditions (validation)", "seeds"):
         assert row[column] not in ("", None)
     assert row["seeds"] == "3" and float(row["MDE, pts"]) >= 0
-    assert row["verdict"] == "not testable here" and "✗ teacher − student alone (val)" in row["preconditions (validation)"]
+    assert (
+        row["verdict"] == "not testable here" and "✗ teacher − student alone (val)" in row["preconditions (validation)"]
+    )
     md = (out / "results.md").read_text()
     assert "**Verdict: not testable here** (primary claim: distilled − student alone" in md
 

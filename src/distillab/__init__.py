@@ -3,7 +3,8 @@
 Python API (see ``examples/``): :func:`distill`, :func:`train`, :func:`evaluate`,
 :func:`run_study`, :func:`create_model`, :func:`register_model`, :func:`register_method`,
 :func:`register_source`, :func:`register_recipe`,
-:class:`Teacher`, :class:`Batch` (transfer surgery: :mod:`distillab.transfer`). Heavy modules load on first use, so ``import distillab`` is cheap.
+:class:`Teacher`, :class:`Batch` (transfer surgery: :mod:`distillab.transfer`). Heavy modules load on
+first use, so ``import distillab`` is cheap.
 """
 
 from __future__ import annotations

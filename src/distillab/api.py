@@ -104,7 +104,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     are rebuilt by name; other modules are loaded into an instance you pass to :func:`load`.
 
     ``device``: "cpu", "cuda", "cuda:1", … (default: CUDA when present). ``progress``: a live bar
-    (default: on a terminal). ``callbacks``: objects with ``on_epoch_start(epoch)``.
+    (default: on a terminal). ``callbacks``: :class:`~distillab.engine.callbacks.Callback` objects
+    (named hooks: on_fit_start/end, on_epoch_start/end with the record, state_dict for resume; an
+    object with only ``on_epoch_start(epoch)`` is still accepted).
     ``train_config`` replaces the optimiser/schedule keyword arguments with a full
     :class:`~distillab.config.TrainConfig`.
     """
@@ -164,7 +166,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
                     history = trainer.fit()
                 warning = trainer.warning
                 if run_dir is not None:
-                    which = "test_data" if test_data is not None else "val_data" if val_data is not None else "train_data"
+                    which = (
+                        "test_data" if test_data is not None else "val_data" if val_data is not None else "train_data"
+                    )
                     _finish_run(folder, objective, spec, cfg, tcfg, seed, history, warning, dev,
                                 {"test_data": test_data, "val_data": val_data, "train_data": train_data}[which],
                                 which, batch_size)

@@ -52,8 +52,9 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     run_config(data, Path(args.out), console, f"demo preset {DEMO_PRESET}", args.resume, args.data_dir,
                args.keep_checkpoints, args.quiet, args.command_line, args.restart)
     if not args.quiet:
-        console.print("Read more: docs/studies/hinton.md (this study), docs/results.md (every verdict), docs/methods/kd.md (the loss and its "
-                      "keys); `distillab list recipes` for the other studies.", highlight=False)
+        console.print("Read more: docs/studies/hinton.md (this study), docs/results.md (every verdict), "
+                      "docs/methods/kd.md (the loss and its keys); `distillab list recipes` for the other studies.",
+                      highlight=False)
 
 
 LIST_KINDS = ("recipes", "models", "methods", "sources")
@@ -138,7 +139,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
     if args.onnx:
         diff = export_onnx(model, shape, args.onnx, metadata=meta)
         print(f"wrote {args.onnx} (input N x {'x'.join(map(str, shape))}, any N, {what}; metadata_props: "
-              f"{', '.join(k.split('.', 1)[1] for k in meta)}); max |onnxruntime - PyTorch| on a random batch: {diff:.2e}")
+              f"{', '.join(k.split('.', 1)[1] for k in meta)}); max |onnxruntime - PyTorch| on a random batch: "
+              f"{diff:.2e}")
     if args.torchscript:
         diff = export_torchscript(model, shape, args.torchscript, metadata=meta)
         print(f"wrote {args.torchscript}; max |TorchScript - PyTorch| on a random batch: {diff:.2e}")
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a recipe from a YAML config",
                        epilog="example: distillab run configs/hinton/fashion-mnist.yaml seeds=[0] --out runs/h")
     r.add_argument("config", help="YAML file whose `recipe:` key picks the study (see `distillab list recipes`)")
-    _import_option(r, "import a Python module first, e.g. one that registers your own models, methods, sources or recipes")
+    _import_option(r, "import a Python module first, e.g. one registering your models, methods, sources, recipes")
     _study_options(r, out_default=None, out_help="output folder (default runs/<config folder>-<config name>)")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: train the runs here, one after another; ray: submit each run as a Ray task as soon "

@@ -46,7 +46,9 @@ class Preprocessed(nn.Module):
         return self.model(x)
 
 
-def for_deployment(model: nn.Module, spec: dict[str, Any], input: InputKind = "raw") -> tuple[nn.Module, dict[str, str]]:
+def for_deployment(
+    model: nn.Module, spec: dict[str, Any], input: InputKind = "raw"
+) -> tuple[nn.Module, dict[str, str]]:
     """The module to export for ``input`` and the metadata to record with it (input kind, layout,
     normalisation, class names)."""
     if input not in ("raw", "uint8", "normalized"):
@@ -63,7 +65,9 @@ def for_deployment(model: nn.Module, spec: dict[str, Any], input: InputKind = "r
         meta["distillab.classes"] = json.dumps(list(map(str, spec["classes"])))
     if input == "normalized" or (not norm and input == "raw"):
         return model, meta
-    return Preprocessed(model, norm["mean"] if norm else None, norm["std"] if norm else None, input == "uint8").eval(), meta
+    return Preprocessed(
+        model, norm["mean"] if norm else None, norm["std"] if norm else None, input == "uint8"
+    ).eval(), meta
 
 
 def _sample(in_shape: tuple[int, ...], n: int, uint8: bool) -> torch.Tensor:
@@ -137,8 +141,16 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, in_shape: tuple[int, ...], tm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated but exact and fast here
         try:
-            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], opset_version=opset,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
         except Exception:  # noqa: BLE001 - fall back to the torch.export-based exporter
             tmp.unlink(missing_ok=True)
             torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],

@@ -71,8 +71,11 @@ def onnx_latency_stats(path: str, in_shape: tuple[int, int, int], batch: int, re
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     rng = np.random.default_rng(0)
-    x = (rng.integers(0, 256, (batch, *in_shape), dtype=np.uint8) if first.type == "tensor(uint8)"  # export --input uint8
-         else rng.standard_normal((batch, *in_shape), np.float32))
+    x = (
+        rng.integers(0, 256, (batch, *in_shape), dtype=np.uint8)
+        if first.type == "tensor(uint8)"  # export --input uint8
+        else rng.standard_normal((batch, *in_shape), np.float32)
+    )
     feed = {first.name: x}
     for _ in range(warmup):
         session.run(None, feed)
@@ -168,7 +171,9 @@ def profile_item(arg: str, input_shape: str = "1x28x28", num_classes: int = 10, 
             import onnx
             import onnxruntime  # noqa: F401 - needed to time it
         except ImportError:
-            raise UserError("profiling ONNX files needs onnx and onnxruntime: pip install 'distillab[export]'") from None
+            raise UserError(
+                "profiling ONNX files needs onnx and onnxruntime: pip install 'distillab[export]'"
+            ) from None
         try:
             graph = onnx.load(str(path)).graph
         except Exception as e:  # noqa: BLE001 - onnx raises many types for a bad file
@@ -261,7 +266,10 @@ def profile_accuracy(item: str, source: str, data_dir: str | None) -> float | No
 
 def latency_note(runtime: str, repeats: int, reference: str) -> str:
     """The footnote under ``distillab profile``'s table: how each column was measured."""
-    return (f"\nCPU latency ({runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
-          f"are folded into the convs, hence fewer params): median [inter-quartile range] over {repeats} repeats at batch 1, "
-          f"max(5, repeats/4) at 256, after 3 warm-up passes; speed-up = latency@256 of {reference} / latency@256, "
-          f"compression = params of {reference} / params.")
+    return (
+        f"\nCPU latency ({runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
+        "are folded into the convs, hence fewer params): median [inter-quartile range] over "
+        f"{repeats} repeats at batch 1, "
+        f"max(5, repeats/4) at 256, after 3 warm-up passes; speed-up = latency@256 of {reference} / latency@256, "
+        f"compression = params of {reference} / params."
+    )

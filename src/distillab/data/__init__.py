@@ -8,5 +8,17 @@ from distillab.registry import import_submodules
 
 import_submodules(__name__, __path__)  # every module registering a source kind (streaming: webdataset)
 
-__all__ = ["Batch", "BatchSource", "as_batch", "BatchLoader", "DataBundle", "Dataset", "SOURCES", "augment_batch", "load_source", "register_source",
-           "prepare_data", "shift_batch"]
+__all__ = [
+    "Batch",
+    "BatchSource",
+    "as_batch",
+    "BatchLoader",
+    "DataBundle",
+    "Dataset",
+    "SOURCES",
+    "augment_batch",
+    "load_source",
+    "register_source",
+    "prepare_data",
+    "shift_batch",
+]

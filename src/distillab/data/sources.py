@@ -124,7 +124,9 @@ class Dataset:
         """Reject data a model would silently mis-train on (labels out of range, bad dtype)."""
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != torch.uint8 or x.ndim != 4:
-                raise UserError(f"data {self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+                raise UserError(
+                    f"data {self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+                )
             if len(x) != len(y):
                 raise UserError(f"data {self.name}: {split} has {len(x)} images but {len(y)} labels")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):

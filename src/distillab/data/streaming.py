@@ -42,7 +42,9 @@ def read_meta(root: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"data webdataset: {path} not found (write shards with `distillab data pack SRC {root}`)") from None
+        raise UserError(
+            f"data webdataset: {path} not found (write shards with `distillab data pack SRC {root}`)"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"data webdataset: {path} is corrupt") from None
     if not isinstance(meta, dict) or not {"classes", "shape", "counts", "shards", "mean", "std"} <= set(meta):
@@ -83,7 +85,9 @@ def _examples(source: str, split: str, data_dir: str | None, image_size: int,
         from distillab.data.images import list_images
 
         root = Path(source.split(":", 1)[1]).expanduser()
-        folder = root / ("test" if split == "test" and (root / "test").is_dir() else "val" if split == "test" else "train")
+        folder = root / (
+            "test" if split == "test" and (root / "test").is_dir() else "val" if split == "test" else "train"
+        )
         samples, names = list_images(folder)  # each real folder once (symlink loops), ImageFolder's order
         picks = indices if indices is not None else list(range(len(samples)))
 
@@ -251,7 +255,7 @@ class _ShardStream(IterableDataset):
 
 
 def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys, idx = zip(*items)
+    xs, ys, idx = zip(*items, strict=True)
     return torch.stack(xs), torch.tensor(ys), torch.tensor(idx)
 
 
@@ -301,11 +305,14 @@ class StreamLoader:
             parts.append(chunk)
             held += len(chunk[1])
             while held >= self.local_batch:
-                x, y, idx = (torch.cat(t) for t in zip(*parts))
+                x, y, idx = (torch.cat(t) for t in zip(*parts, strict=True))
                 yield x[:self.local_batch], y[:self.local_batch], idx[:self.local_batch]
-                parts, held = [(x[self.local_batch:], y[self.local_batch:], idx[self.local_batch:])], held - self.local_batch
+                parts, held = (
+                    [(x[self.local_batch :], y[self.local_batch :], idx[self.local_batch :])],
+                    held - self.local_batch,
+                )
         if held and not self.shuffle:
-            x, y, idx = (torch.cat(t) for t in zip(*parts))
+            x, y, idx = (torch.cat(t) for t in zip(*parts, strict=True))
             yield x, y, idx
 
     def __iter__(self) -> Iterator[Batch]:

@@ -80,7 +80,9 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
-        seeds = sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        seeds = (
+            sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        )
         if seeds:  # a role folder (runs/x/teacher) instead of one of its runs (runs/x/teacher/seed0)
             raise UserError(f"model checkpoint not found: {p}; {p.parent} is a role folder holding the runs "
                             f"{', '.join(seeds[:4])}: name one, e.g. {p.parent / seeds[0]}")
@@ -263,7 +265,9 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
         try:
             mod.load_state_dict(sd)
         except RuntimeError as e:
-            raise UserError(f"checkpoint {run_dir / state['file']} does not match {name} ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"checkpoint {run_dir / state['file']} does not match {name} ({str(e).splitlines()[0]})"
+            ) from None
     opt_state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -276,6 +280,8 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart") from None
+        raise UserError(
+            f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart"
+        ) from None
     return state

@@ -75,7 +75,8 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
                 run_seed: int | None = None, study_dir: Path | None = None) -> dict[str, Any]:
     """Train one run and return its summary. ``seed`` picks the data (validation split, subsets,
     few-shot examples: the same for every run of a study seed); ``run_seed`` (default ``seed``)
-    the initialisation, data order, augmentation and dropout of this run. A finished run is read back, never retrained; an
+    the initialisation, data order, augmentation and dropout of this run. A finished run is read back,
+    never retrained; an
     unfinished one continues from its last checkpoint when ``resume``, else it is an error.
     Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
     (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
@@ -88,7 +89,9 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     if state == "done":
         return read_summary(run_dir)
     device = device or choose_device()
-    data = data or prepare_data(spec.data, seed, device, order_seed=run_seed, normalization=inherited_normalization(spec))
+    data = data or prepare_data(
+        spec.data, seed, device, order_seed=run_seed, normalization=inherited_normalization(spec)
+    )
     c, _, w = data.shape
 
     def load_teacher(paths: list[str]) -> Teacher:
@@ -127,8 +130,21 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     try:
         if state == "done":
             return read_summary(run_dir)
-        return _train(spec, seed, run_seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
-                      keep_checkpoints, cache_record)
+        return _train(
+            spec,
+            seed,
+            run_seed,
+            run_dir,
+            objective,
+            data,
+            device,
+            student,
+            param_groups,
+            callbacks,
+            progress,
+            keep_checkpoints,
+            cache_record,
+        )
     finally:
         if lock is not None:
             lock.release()
@@ -200,9 +216,21 @@ def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
     atomic_write_text(run_dir / INPUTS_FILE, json.dumps(input_digests(spec)))
 
 
-def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
-           student: torch.nn.Module, param_groups: Any, callbacks: list, progress: Progress | None,
-           keep_checkpoints: bool, cache_record: dict[str, Any] | None = None) -> dict[str, Any]:
+def _train(
+    spec: RunSpec,
+    seed: int,
+    run_seed: int,
+    run_dir: Path,
+    objective: Any,
+    data: DataBundle,
+    device: torch.device,
+    student: torch.nn.Module,
+    param_groups: Any,
+    callbacks: list,
+    progress: Progress | None,
+    keep_checkpoints: bool,
+    cache_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
     c, _, w = data.shape
     dist = distributed.current()

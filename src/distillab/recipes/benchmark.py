@@ -143,10 +143,17 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
             runs[label][seed] = study.run(label, spec, seed, seed_key="student")
 
     teacher_runs = {cfg.seeds[0]: teachers[cfg.seeds[0]]} if cfg.shared_teacher else runs["teacher"]
-    pre = () if not cfg.preconditions else (val_lead(list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead,
-                    "teacher − student alone"),
-           converged([study.run_dir("teacher", s) for s in teacher_runs], "teacher"),
-           converged([study.run_dir("student", s) for s in runs["student"]], "student alone"))
+    pre = (
+        ()
+        if not cfg.preconditions
+        else (
+            val_lead(
+                list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead, "teacher − student alone"
+            ),
+            converged([study.run_dir("teacher", s) for s in teacher_runs], "teacher"),
+            converged([study.run_dir("student", s) for s in runs["student"]], "student alone"),
+        )
+    )
 
     def gain(label: str) -> tuple[float, ...]:
         return tuple(r["test_acc"] - runs["student"][s]["test_acc"] for s, r in runs[label].items())

@@ -73,7 +73,7 @@ def run(cfg: BornAgainRecipe, out: Path, study: Study) -> str:
              "Every run has the teacher's architecture and schedule and its own initialisation and batch order.")
 
     def vs(col: str, other: str = "Teacher") -> tuple[float, ...]:
-        return tuple(a - b for a, b in zip(err[col], err[other]))
+        return tuple(a - b for a, b in zip(err[col], err[other], strict=True))
 
     # The paper: born-again students have *lower* error than their teacher (direction −1), BAN+L is
     # not better than BAN, and dark knowledge without its permutation (CWTM) beats DKPP.

@@ -112,7 +112,7 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
              f"three students of a seed start from the same weights and batch order (paired).")
 
     def diffs(a: str, b: str) -> tuple[float, ...]:
-        return tuple(x - y for x, y in zip(acc[a], acc[b]))
+        return tuple(x - y for x, y in zip(acc[a], acc[b], strict=True))
 
     # Primary (declared before any run): hints help the thin student; secondary: beyond KD alone,
     # and beyond the teacher. Every claim needs a teacher ahead of the student alone (validation).

@@ -90,7 +90,7 @@ def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
     rows = [[labels[k], hidden[k], fmt_pm([r["test_errors"] for r in v], 1), fmt_pm([r["test_acc"] for r in v], 2, 100)]
             for k, v in results.items()]
     def diffs(a: str, b: str) -> tuple[float, ...]:
-        return tuple(x["test_acc"] - y["test_acc"] for x, y in zip(results[a], results[b]))
+        return tuple(x["test_acc"] - y["test_acc"] for x, y in zip(results[a], results[b], strict=True))
 
     # The paper's claim, declared before any run: the distilled student beats the same student
     # trained alone — testable only with a teacher ahead of it and converged runs (validation).

@@ -9,7 +9,6 @@ schedule; pre-training need not improve the final accuracy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +16,6 @@ from pydantic import Field
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
-from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
 from distillab.engine.run_folder import metric_curve
@@ -58,7 +56,10 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
         init = InitConfig(source=str(study.run_dir("pretrain", seed)), blocks=blocks, freeze=False)
         for k in cfg.schedules:
             train = cfg.train.model_copy(update={"epochs": k * base})
-            for label, name, ini in (("random init", f"scratch/{k}x", None), ("w/ pre-train", f"pretrained/{k}x", init)):
+            for label, name, ini in (
+                ("random init", f"scratch/{k}x", None),
+                ("w/ pre-train", f"pretrained/{k}x", init),
+            ):
                 # Both inits of a schedule share a run seed (head init, batch order): a paired comparison.
                 s = study.run(name, RunSpec(data=cfg.data, model=cfg.model, train=train, init=ini), seed,
                               seed_key=f"target/{k}x")
@@ -75,7 +76,10 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
                      {label: [[c[e - 1] for c in cs] for e in epochs] for label, cs in curves.items()})
     notes = (f"Top-1 test accuracy (%) on the target task, mean ± std over {len(cfg.seeds)} seed(s); model "
              f"{cfg.model.name} {cfg.model.kwargs}; batch {cfg.data.batch_size}. Learning curves: {plot[0].name}.")
-    gains = {k: tuple(p - r for p, r in zip(res["w/ pre-train"][k], res["random init"][k])) for k in cfg.schedules}
+    gains = {
+        k: tuple(p - r for p, r in zip(res["w/ pre-train"][k], res["random init"][k], strict=True))
+        for k in cfg.schedules
+    }
     shortest = min(cfg.schedules)
     # The paper: pre-training converges faster (ahead on the short schedule); from scratch catches
     # up given a long enough schedule (no difference on the longest).

@@ -16,7 +16,6 @@ from distillab.engine.owned import (  # noqa: F401 - the study-folder checks, re
     check_can_write, check_study_folder, claim_study_folder, owned_files, write_marker)
 from distillab.engine.run import RunSpec, derive_seed, execute_run
 from distillab.engine.run_folder import is_finished
-from distillab.errors import UserError
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
 from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, headline, markdown_table
@@ -191,8 +190,15 @@ def run_weights(planned: Sequence[Any]) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for r in planned:
-        cost = params(r.spec.model) + sum(params(planned[i].spec.model) for i in r.after
-                                          if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])) / 3
+        cost = (
+            params(r.spec.model)
+            + sum(
+                params(planned[i].spec.model)
+                for i in r.after
+                if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])
+            )
+            / 3
+        )
         n = r.spec.data.train_subset or r.spec.data.steps_per_epoch or 1
         out[f"{r.name} seed {r.seed}"] = max(cost, 1.0) * r.spec.train.epochs * n
     return out

@@ -34,7 +34,9 @@ def collect(root: Path) -> list[dict]:
         # names its own seed's teacher folder) are not part of what the row compares.
         for k in SEED_KEYS:
             config.pop(k, None)
-        role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        role = (
+            str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        )
         key = role + "\n" + json.dumps(without_locations(with_defaults(config)), sort_keys=True, default=str)
         try:
             s = json.loads(summ.read_text(encoding="utf-8"))
@@ -43,9 +45,14 @@ def collect(root: Path) -> list[dict]:
         if not isinstance(s, dict) or not all(isinstance(s.get(k), (int, float)) for k in
                                                ("test_acc", "test_errors", "params", "macs")) or not all(
                 isinstance(s.get(k), str) for k in ("model", "method")):
-            raise UserError(f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs and a model and method name); "
-                            f"delete {run_dir} to retrain that run")
-        name = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+            raise UserError(
+                f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs and a model "
+                "and method name); "
+                f"delete {run_dir} to retrain that run"
+            )
+        name = (
+            str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        )
         groups.setdefault(key, {"name": name, "runs": []})["runs"].append(s)
     if not groups:
         raise UserError(f"no finished runs (summary.json) under {root}")
