@@ -142,3 +142,77 @@ def test_layers_import_one_way(files, forbidden):
     bad = {f: sorted(n for n in _imports(SRC / f) if n == forbidden or n.startswith(forbidden + "."))
            for f in files}
     assert not {f: v for f, v in bad.items() if v}
+
+
+def test_a_callback_state_survives_a_resume(tmp_path):
+    # Lightning's shape: named hooks, and state_dict / load_state_dict saved with the checkpoint.
+    import torch
+    from torch import nn
+
+    from distillab.config import OptimConfig, TrainConfig
+    from distillab.data.loader import BatchLoader
+    from distillab.engine.callbacks import Callback
+    from distillab.engine.trainer import Trainer
+    from distillab.methods.supervised import Supervised, SupervisedConfig
+
+    class Counter(Callback):
+        def __init__(self) -> None:
+            self.epochs, self.calls = 0, []
+
+        def on_fit_start(self, trainer):
+            self.calls.append("fit_start")
+
+        def on_epoch_end(self, trainer, record):
+            self.epochs += 1
+            self.calls.append(record["epoch"])
+
+        def on_fit_end(self, trainer):
+            self.calls.append("fit_end")
+
+        def state_dict(self):
+            return {"epochs": self.epochs}
+
+        def load_state_dict(self, state):
+            self.epochs = state["epochs"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 255, (64, 1, 4, 4), dtype=torch.uint8), torch.randint(0, 3, (64,))
+    loader = BatchLoader(x, y, 16, shuffle=True, seed=0, mean=torch.tensor([0.5]), std=torch.tensor([0.25]))
+    cfg = TrainConfig(epochs=3, optim=OptimConfig(lr=0.1), checkpoint_every=1)
+    first = Counter()
+    obj = Supervised(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), SupervisedConfig())
+    with pytest.raises(Stop):
+        Trainer(obj, loader, cfg, tmp_path, seed=0, callbacks=[first], on_epoch=stop_after_2,
+                tensorboard=False).fit()
+    assert first.calls == ["fit_start", 1, 2, "fit_end"]  # fit_end also after an error
+    again = Counter()
+    obj = Supervised(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), SupervisedConfig())
+    Trainer(obj, loader, cfg, tmp_path, seed=0, callbacks=[again], tensorboard=False).fit()
+    assert again.epochs == 3 and again.calls == ["fit_start", 3, "fit_end"]  # 2 restored + the third
+
+
+def test_one_teacher_interface_live_and_cached():
+    import torch
+    from torch import nn
+
+    from distillab.data.batch import Batch
+    from distillab.errors import UserError
+    from distillab.methods import BaseTeacher, Teacher
+
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    batch = Batch(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    one, two = Teacher(a), Teacher([a, b])
+    assert isinstance(one, BaseTeacher) and one.single() is a
+    assert torch.equal(two.soft_targets(batch, 2.0), two.probs(batch.x, 2.0))
+    with pytest.raises(UserError, match="at: needs exactly one teacher"):
+        two.single("at")
+    from distillab.engine.soft_labels import CachedTeacher
+
+    assert issubclass(CachedTeacher, BaseTeacher) and not issubclass(CachedTeacher, Teacher)

@@ -156,12 +156,13 @@ class Trainer:
         if tensorboard is None:
             tensorboard = os.environ.get("DISTILLAB_TENSORBOARD", "1") != "0"
         self.watchdog = CollapseWatchdog(cfg.collapse)
-        # In this order: the record is complete (at_chance) before it is logged, logged before the
-        # checkpoint commits it, and the progress line closes after both.
-        builtin: list[Callback] = [TrainAccuracy(), self.watchdog]
-        builtin += [TensorBoardLogger()] if tensorboard and self.is_main else []
-        builtin += [MetricsWriter(), Checkpointer()] + ([ProgressDisplay(progress)] if progress else [])
-        self.callbacks: list[Callback] = builtin + [as_callback(c) for c in callbacks]
+        # In this order: the record is complete (at_chance) before it is logged; yours see it next, so
+        # the checkpoint that commits the epoch holds their state after it; the progress line closes
+        # last, then ``on_epoch`` (the tests kill a run there, after its checkpoint).
+        self.callbacks: list[Callback] = [TrainAccuracy(), self.watchdog]
+        self.callbacks += [TensorBoardLogger()] if tensorboard and self.is_main else []
+        self.callbacks += [MetricsWriter(), *(as_callback(c) for c in callbacks), Checkpointer()]
+        self.callbacks += [ProgressDisplay(progress)] if progress else []
         if on_epoch is not None:
             self.callbacks.append(OnEpochEnd(on_epoch))
         self._forward: Any = objective
