@@ -90,7 +90,7 @@ class TrainAccuracy(Callback):
 
     def on_batch_end(self, trainer: Trainer, batch: Batch, loss: torch.Tensor) -> None:
         logits = self._seen.get("logits")
-        if logits is not None and batch.y.ndim == 1 and len(logits) == len(batch.y):
+        if logits is not None and self._correct is not None and batch.y.ndim == 1 and len(logits) == len(batch.y):
             self._correct += (logits.argmax(1) == batch.y).sum()
             self._counted += len(batch.y)
 

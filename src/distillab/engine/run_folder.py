@@ -66,7 +66,7 @@ def without_locations(cfg: Any) -> Any:
         return cfg
     out = copy.deepcopy(cfg)
     for *path, key in LOCATION_KEYS:
-        node = out
+        node: Any = out
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):

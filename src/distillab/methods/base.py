@@ -30,7 +30,7 @@ class Objective(nn.Module):
     Subclasses register with ``@register_method(TheirConfig)``; ``from_config`` builds them.
     """
 
-    def __init__(self, student: nn.Module, teacher: "Teacher | None" = None) -> None:
+    def __init__(self, student: nn.Module, teacher: "BaseTeacher | None" = None) -> None:
         super().__init__()
         self.student = student
         if teacher is not None:
@@ -74,10 +74,12 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 def _mean_softmax(logits: "Iterable[torch.Tensor]", n: int, temperature: float) -> torch.Tensor:
     """Mean over ``n`` logit tensors of softmax(z / T), accumulated one at a time."""
-    total = None
+    total: torch.Tensor | None = None
     for z in logits:
         p = F.softmax(z.float() / temperature, dim=1)
         total = p if total is None else total + p
+    if total is None:
+        raise ValueError("a teacher without members has no soft targets")
     return total / n
 
 

@@ -51,18 +51,18 @@ class Context:
 class MethodEntry:
     name: str
     config: type
-    objective: type
+    objective: type["Objective"]
     help: str
 
 
 METHODS: Registry[MethodEntry] = Registry("method", "; `distillab list methods` describes them")
-ObjT = TypeVar("ObjT", bound=type)
+ObjT = TypeVar("ObjT", bound="type[Objective]")
 
 
 def register_method(config: type) -> Callable[[ObjT], ObjT]:
     """Class decorator: register an :class:`Objective` subclass with its pydantic config class,
     whose ``name`` field (a ``Literal``) is the method's name in configs."""
-    name = config.model_fields["name"].default
+    name = getattr(config, "model_fields")["name"].default  # a pydantic model class
 
     def deco(cls: ObjT) -> ObjT:
         doc = (cls.__doc__ or "").strip().split("\n")[0]
