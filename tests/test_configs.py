@@ -52,7 +52,12 @@ def test_the_plan_names_each_run_once(path, tmp_path, monkeypatch):
     plan = plan_study(cfg, module, tmp_path / "out", provisional=True)
     names = [(r.name, r.seed) for r in plan]
     assert len(names) == count_runs(cfg, module) and len(set(names)) == len(names)
-    assert len({n for n, _ in names}) * len(cfg.seeds) == len(names)
+    # Every run belongs to a table seed or to the tuning pilot seed (a shared teacher or a pilot grid
+    # runs at one seed only, so names x seeds no longer counts them: main's hinton config has both).
+    pilot = getattr(getattr(cfg, "tune", None), "seed", None)
+    assert {s for _, s in names} <= set(cfg.seeds) | {pilot}
+    assert all({s for n, s in names if n == name} == set(cfg.seeds) for name in ("student", "distilled")
+               if any(n == name for n, _ in names))
     assert all(max(r.after, default=-1) < i for i, r in enumerate(plan))  # inputs planned before their readers
 
 

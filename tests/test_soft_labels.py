@@ -114,3 +114,23 @@ def test_feature_methods_refuse_the_cache(tmp_path, teacher_run, capsys):
            "method": {"name": "at", "teacher": [str(teacher_run)], "cache": {"views": 1}}, "seeds": [0]}
     assert main(["run", _write(tmp_path, "at", cfg), "--out", str(tmp_path / "o")]) == 2
     assert "cache" in capsys.readouterr().err
+
+
+def test_a_cache_finished_first_by_another_process_is_taken(tmp_path, teacher_run):
+    # Two runs (Ray workers) building the same cache at once: the second's rename fails because the
+    # first's folder is there; its manifest differs only in the build time, so the second uses it.
+    from distillab.engine.soft_labels import build
+
+    data = prepare_data(DataConfig(**DATA), 0)
+    members = [load_model(teacher_run)]
+    cfg = SoftLabelCacheConfig(views=1, dir=str(tmp_path / "cache"))
+    _, first = open_cache(cfg, [str(teacher_run)], [_file_digest(teacher_run)], data.train,
+                          lambda paths: Teacher(members), torch.device("cpu"))
+    folder = tmp_path / "cache" / first["key"]
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["build_seconds"] += 3.5  # the other builder's own time
+    (folder / "meta.json").write_text(json.dumps(meta))
+    # The second builder (its own check ran before the first finished) builds and renames last.
+    got = build(folder, Teacher(members), data.train, cfg, meta["view_seed"], torch.device("cpu"), key=first["key"])
+    assert got == meta and json.loads((folder / "meta.json").read_text()) == meta
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]  # its temporary is gone

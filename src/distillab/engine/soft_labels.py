@@ -181,7 +181,10 @@ def build(folder: Path, teacher: Any, train: Any, cfg: SoftLabelCacheConfig, vie
         tmp.rename(folder)  # atomic; another process may have finished the same cache first
     except OSError:
         _remove_cache_folder(tmp)
-        other, problem = _valid_meta(folder, meta)
+        # Another process built the same cache first: take it if its manifest is the cache asked
+        # for and its files are intact. Compare the identity keys only — its build time (and, on
+        # a machine where the teacher is not bit-reproducible, its checksums) are its own.
+        other, problem = _valid_meta(folder, {k: meta[k] for k in IDENTITY_KEYS})
         if other is None:
             raise UserError(f"soft-label cache {folder} could not be written and what is there is invalid "
                             f"({problem}); delete it and rerun") from None
@@ -190,6 +193,8 @@ def build(folder: Path, teacher: Any, train: Any, cfg: SoftLabelCacheConfig, vie
 
 
 CACHE_FILES = ("logp.npy", "idx.npy", "meta.json")
+# What makes two caches the same cache (the manifest keys open_cache asks for).
+IDENTITY_KEYS = ("format", "key", "views", "view_seed", "classes", "top_k", "members", "examples")
 
 
 def _remove_cache_folder(folder: Path) -> bool:
