@@ -183,7 +183,8 @@ SOURCE_HELP = {
     "cifar10": "60k 32x32 colour images, 10 classes",
     "cifar100": "60k 32x32 colour images, 100 classes",
     "digits": "scikit-learn's bundled 1,797 8x8 digits (always available; used by the tests)",
-    "imagefolder:PATH": "PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, resized to data.image_size",
+    "imagefolder:PATH": "PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, at their own size and channels "
+                        "(data.image_size / data.channels convert them)",
     "webdataset:PATH": "WebDataset shards written by `distillab data pack`, streamed from disk by DataLoader workers",
 }
 
@@ -467,7 +468,7 @@ def preflight(cfg: BaseModel) -> None:
             meta = read_meta(Path(d.source.split(":", 1)[1]).expanduser())
             found = tuple(meta["shape"]), len(meta["classes"])
         else:
-            ds = _cached_source(d.source, d.data_dir, d.image_size)
+            ds = _cached_source(d.source, d.data_dir, d.image_size, d.channels)
             found = ds.shape, ds.num_classes
         if i == 0:
             shape, classes = found
@@ -577,7 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
     pk.add_argument("--limit", type=int, default=None, help="keep only this many training examples (seeded)")
     pk.add_argument("--data-dir", default=None, help="where the source's files are")
-    pk.add_argument("--image-size", type=int, default=32, help="side length image folders are resized to on read")
+    pk.add_argument("--image-size", type=int, default=None,
+                    help="imagefolder: resize every image to this side length (default: keep their own size)")
+    pk.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="imagefolder: convert to 1 (grey) or 3 (RGB) channels (default: 1 if every image is grey)")
     pk.set_defaults(func=cmd_data_pack)
     return p
 
@@ -587,12 +591,12 @@ def cmd_data_pack(args: argparse.Namespace, console: Console) -> None:
 
     if args.shard_size < 1 or args.val < 0 or (args.limit is not None and args.limit < 1):
         raise UserError("data pack: --shard-size and --limit must be positive, --val non-negative")
-    if not 4 <= args.image_size <= 4096:
+    if args.image_size is not None and not 4 <= args.image_size <= 4096:
         raise UserError(f"data pack: --image-size {args.image_size} must be between 4 and 4096 pixels")
     if not 0 <= args.seed < 2**32:
         raise UserError(f"data pack: --seed {args.seed} must be between 0 and 2**32 - 1")
     meta = pack(args.source, Path(args.out), shard_size=args.shard_size, val=args.val, seed=args.seed,
-                data_dir=args.data_dir, image_size=args.image_size, limit=args.limit)
+                data_dir=args.data_dir, image_size=args.image_size, channels=args.channels, limit=args.limit)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
     print(f"wrote {sum(len(v) for v in meta['shards'].values())} shards to {args.out} ({counts}); "
           f"use `source: webdataset:{args.out}`")

@@ -235,9 +235,10 @@ def _load_digits(test_fraction: float = 0.2) -> Dataset:
 
 
 # ---------------------------------------------------------------- image folders
-def _load_imagefolder(path: str, image_size: int) -> Dataset:
-    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*``, resized to ``image_size``."""
-    from distillab.data.images import list_images, read_image
+def _load_imagefolder(path: str, image_size: int | None = None, channels: int | None = None) -> Dataset:
+    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*`` at their own size and channels (grey
+    stays grey), or resized to ``image_size`` / converted to ``channels`` when given."""
+    from distillab.data.images import image_format, list_images, read_image
 
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -246,26 +247,30 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
         raise UserError(f"data imagefolder: {root} needs train/ and test/ (or val/) subfolders of class folders")
+    train, classes = list_images(train_dir)  # symlink loops, FIFOs, 16-bit images and bombs handled
+    test, found = list_images(test_dir)
+    if found != classes:
+        raise UserError(f"data imagefolder: class folders of {test_dir} differ from those of {train_dir}")
+    c, size = image_format([(train_dir, train), (test_dir, test)], image_size, channels)
 
-    def load(folder: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        samples, found = list_images(folder)  # symlink loops, FIFOs, 16-bit images and bombs handled
-        if classes is not None and found != classes:
-            raise UserError(f"data imagefolder: class folders of {folder} differ from those of {train_dir}")
-        xs = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
+    def load(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = np.empty((len(samples), size, size, c), dtype=np.uint8)
         for i, (p, _) in enumerate(samples):
-            xs[i] = read_image(p, image_size)
-        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples]), found
+            xs[i] = read_image(p, size, c)
+        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples])
 
-    xtr, ytr, classes = load(train_dir, None)
-    xte, yte, _ = load(test_dir, classes)
+    xtr, ytr = load(train)
+    xte, yte = load(test)
     return Dataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, classes).check()
 
 
 SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "imagefolder:PATH", "webdataset:PATH")
 
 
-def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 32) -> Dataset:
-    """Load a named dataset into memory. ``name`` is one of :data:`SOURCES`."""
+def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                channels: int | None = None) -> Dataset:
+    """Load a named dataset into memory. ``name`` is one of :data:`SOURCES`; ``image_size`` and
+    ``channels`` convert an image folder's images (default: as they are)."""
     if name == "fashion-mnist":
         return _load_idx_family(name, "FashionMNIST", "dataset-fashion-mnist", FASHION_CLASSES, data_dir)
     if name == "mnist":
@@ -275,7 +280,7 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size
     if name == "digits":
         return _load_digits()
     if name.startswith("imagefolder:"):
-        return _load_imagefolder(name.split(":", 1)[1], image_size)
+        return _load_imagefolder(name.split(":", 1)[1], image_size, channels)
     if name.startswith("webdataset:"):
         raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
     from distillab.errors import did_you_mean

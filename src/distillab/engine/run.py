@@ -146,6 +146,11 @@ def without_locations(cfg: Any) -> Any:
     if not isinstance(cfg, dict):
         return cfg
     out = copy.deepcopy(cfg)
+    data = out.get("data")
+    if isinstance(data, dict) and not str(data.get("source", "fashion-mnist")).startswith("imagefolder:"):
+        # only image folders are read at a size and channel count (run folders from before saved 32)
+        data.pop("image_size", None)
+        data.pop("channels", None)
     for *path, key in LOCATION_KEYS:
         node = out
         for part in path:
