@@ -22,7 +22,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -31,6 +31,9 @@ from distillab.config import AugmentConfig
 from distillab.data.batch import Batch
 from distillab.data.loader import augment_batch, center_crop_batch, epoch_seed, normalizer
 from distillab.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 META = "meta.json"
 SPLITS = ("train", "val", "test")
@@ -63,14 +66,19 @@ def _encode_png(x: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _decode(raw: bytes, channels: int, size: int) -> "np.ndarray":
+_FORMATS = {"png": ("PNG",), "jpg": ("JPEG",), "jpeg": ("JPEG",), "webp": ("WEBP",)}
+
+
+def _decode(raw: bytes, channels: int, size: int, ext: str | None = None) -> "np.ndarray":
     """Image bytes as ``(size, size, channels)`` uint8, through the in-memory loader's conversion
-    (:func:`~distillab.data.images.to_array`: 16-bit scaled, grey or RGB, resized only if needed)."""
+    (:func:`~distillab.data.images.to_array`: 16-bit scaled, grey or RGB, resized only if needed).
+    ``ext`` names the format (the shard check has matched its signature), which spares Pillow
+    probing every format: a third of the time of a tiny PNG."""
     from PIL import Image
 
     from distillab.data.images import to_array
 
-    with Image.open(io.BytesIO(raw)) as im:
+    with Image.open(io.BytesIO(raw), formats=_FORMATS.get(ext or "")) as im:
         return to_array(im, size, channels)
 
 
@@ -316,7 +324,7 @@ class _ShardStream(IterableDataset):
             for key, sample in _tar_samples(url):
                 ext = next((e for e in PAYLOADS if e in sample), None)
                 try:
-                    img = _decode(sample[ext], channels, size)
+                    img = _decode(sample[ext], channels, size, ext)
                     item = (img, int(sample["cls"]), int(key.rsplit("/", 1)[-1]))
                 except bad as e:
                     # one line for the main process (raised there: an exception here would reach the user as
