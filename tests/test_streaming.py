@@ -188,3 +188,22 @@ def test_streamed_and_in_memory_image_folders_give_identical_tensors(tmp_path, m
     train = {int(i): x for batch in mem.train for i, x in zip(batch.index, batch.x)}
     common = set(seen) & set(train)  # both drop a last partial batch, each its own
     assert len(common) > 0.7 * len(train) and all(torch.equal(seen[i], train[i]) for i in common)
+
+
+@pytest.mark.parametrize("fmt", ["GNU_FORMAT", "PAX_FORMAT", "USTAR_FORMAT"])
+def test_the_shard_reader_reads_what_tarfile_writes(tmp_path, fmt):
+    """The small tar reader (streaming._tar_members) against Python's tarfile: long names in each
+    format's way (GNU records, PAX headers, the ustar prefix), payloads padded to 512 bytes."""
+    import io
+    import tarfile
+
+    from distillab.data.streaming import _tar_members
+
+    names = ["a" * 30 + "/" + "b" * 80 + "/000000001.png", "000000001.cls", "000000002.png"]
+    with tarfile.open(tmp_path / "t.tar", "w", format=getattr(tarfile, fmt)) as tar:
+        for i, name in enumerate(names):
+            data = bytes([i]) * (700 + i)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert list(_tar_members(str(tmp_path / "t.tar"))) == [(n, bytes([i]) * (700 + i)) for i, n in enumerate(names)]

@@ -235,9 +235,13 @@ def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
             if len(head) < 512 or head.count(0) == 512:  # end of archive (two zero blocks)
                 return
             raw_size = head[124:136]
-            size = (int.from_bytes(raw_size[1:], "big") if raw_size[0] & 0x80  # base-256 (huge members)
-                    else int(raw_size.rstrip(b"\0 ").strip() or b"0", 8))
-            size = int(pax.get(b"size", size))
+            try:
+                size = (int.from_bytes(raw_size[1:], "big") if raw_size[0] & 0x80  # base-256 (huge members)
+                        else int(raw_size.rstrip(b"\0 ").strip() or b"0", 8))
+                size = int(pax.get(b"size", size))
+            except ValueError:
+                raise UserError(f"data webdataset: {path} is not a readable tar shard (changed since it was "
+                                f"checked?); repack it with `distillab data pack`") from None
             kind = head[156:157]
             data = f.read(size)
             if len(data) < size:
@@ -245,7 +249,8 @@ def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
             f.seek(-size % 512, 1)  # members are padded to 512-byte blocks
             if kind in (b"x", b"g"):  # PAX records "LEN key=value\n" for the next member / all members
                 if kind == b"x":
-                    pax = dict(rec.split(b" ", 1)[1].split(b"=", 1) for rec in data.split(b"\n") if b"=" in rec)
+                    pax = dict(rec.partition(b" ")[2].split(b"=", 1) for rec in data.split(b"\n")
+                               if b"=" in rec.partition(b" ")[2])
                 continue
             if kind == b"L":  # GNU long name of the next member
                 pax = {b"path": data.rstrip(b"\0")}
