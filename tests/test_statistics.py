@@ -145,3 +145,12 @@ def test_a_tuning_key_that_does_not_exist_fails_before_any_run(tmp_path, capsys)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(no_val))
     assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
     assert "preconditions: false" in capsys.readouterr().err
+
+
+def test_slope_is_the_least_squares_trend():
+    from distillab.results.stats import slope
+
+    assert slope([0, 1, 2, 3], [3.0, 2.0, 1.0, 0.0]) == -1.0
+    assert abs(slope([0, 1, 2], [0.0, 1.0, 5.0]) - 2.5) < 1e-12
+    with pytest.raises(ValueError):
+        slope([1, 1], [0.0, 1.0])

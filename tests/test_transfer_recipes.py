@@ -1,3 +1,4 @@
+import csv
 """The two transfer studies end to end from the CLI, on digits with tiny nets."""
 
 import yaml
@@ -48,6 +49,10 @@ def test_scratch_vs_pretrained_study(tmp_path, capsys):
     assert "random init" in md and "w/ pre-train" in md and "2x (2 ep)" in md
     assert (out / "learning_curves.png").is_file()
     assert (out / "pretrained" / "2x" / "seed0" / "summary.json").is_file()
+    # The primary claim is one trend over all schedules (a slope per seed), not one test per schedule.
+    labels = [r[0] for r in csv.reader((out / "results-comparisons.csv").open())][1:]
+    assert labels == ["primary: gap trend, pts per schedule doubling (1x…2x)", "pre-trained − random init, 1x",
+                      "pre-trained − random init, 2x"]
 
 
 def test_transfer_from_mismatched_checkpoint(tmp_path, capsys):

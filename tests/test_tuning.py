@@ -79,3 +79,35 @@ def test_an_executor_trains_the_grid_then_plans_the_chosen_runs(tmp_path, monkey
               for i in range(2)]
     best_lr = [0.001, 0.2][max(range(2), key=lambda i: trials[i]["val_acc"])]
     assert yaml.safe_load((out / "student" / "seed0" / "config.yaml").read_text())["train"]["optim"]["lr"] == best_lr
+
+
+def test_hinton_shared_teacher_and_equal_effort_grid(tmp_path):
+    # One teacher serves both seeds; the student alone and the distilled student each get two
+    # trials at the pilot seed, and the table's runs use the point with the best validation.
+    import yaml
+
+    from distillab.cli import main
+
+    data = {"source": "digits", "val_size": 200, "batch_size": 64}
+    train = {"epochs": 2, "optim": {"lr": 0.1}}
+    cfg = {"recipe": "hinton", "data": data, "seeds": [0, 1], "shared_teacher": True,
+           "teacher": {"model": {"name": "mlp:64"}, "train": train},
+           "student": {"model": {"name": "mlp:16"}, "train": train},
+           "distill": {"temperature": 4, "alpha": 0.9, "cache": {"views": 1}},
+           "tune": {"seed": 100, "grid": {"student": {"train.optim.lr": [0.001, 0.1]},
+                                          "distilled": {"method.temperature": [2, 4]}}}}
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "o"
+    assert main(["run", str(tmp_path / "h.yaml"), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "teacher").iterdir() if p.is_dir()) == ["seed0"]
+    trials = sorted(str(p.relative_to(out)) for p in out.glob("tune/*/t*/seed100"))
+    assert trials == ["tune/distilled/t0/seed100", "tune/distilled/t1/seed100", "tune/student/t0/seed100",
+                      "tune/student/t1/seed100"]
+    val = {t: json.loads((out / t / "summary.json").read_text())["val_acc"] for t in trials}
+    best_lr = 0.001 if val["tune/student/t0/seed100"] > val["tune/student/t1/seed100"] else 0.1
+    spec = yaml.safe_load((out / "student" / "seed1" / "config.yaml").read_text())
+    assert spec["train"]["optim"]["lr"] == best_lr
+    md = (out / "results.md").read_text()
+    assert "Tuning on validation" in md and "one teacher (seed 0) serves every seed" in md
+    distilled = yaml.safe_load((out / "distilled" / "seed1" / "config.yaml").read_text())
+    assert distilled["method"]["teacher"] == [str(out / "teacher" / "seed0")]

@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
+from distillab.errors import UserError
 from distillab.methods.kd import KDConfig
 from distillab.recipes.preconditions import converged, val_lead
 from distillab.recipes.study import Study
+from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table, with_overrides
 from distillab.results.stats import Comparison, fmt_pm
 
 
@@ -48,6 +50,36 @@ class HintonRecipe(Strict):
     distill: Distill = Distill()
     teacher_lead: float = Field(1.0, description="points of validation accuracy the teacher must lead the student "
                                                  "alone by for the claims to be testable")
+    shared_teacher: bool = Field(False, description="one teacher, trained at the first seed, for every seed (as "
+                                                    "RepDistiller ships one); the claim is then about that teacher")
+    tune: TuneConfig = Field(TuneConfig(), description="equal-effort validation grid for the arms 'student' and "
+                                                       "'distilled' at a pilot seed (e.g. train.optim.lr, "
+                                                       "method.temperature)")
+
+    @model_validator(mode="after")
+    def _tune_arms(self) -> "HintonRecipe":
+        unknown = set(self.tune.grid) - {"student", "distilled"}
+        if unknown:
+            raise ValueError(f"tune.grid: {sorted(unknown)[0]!r} is neither 'student' nor 'distilled'")
+        if self.tune.grid and self.tune.seed in self.seeds:
+            raise ValueError("tune.seed: the pilot seed must not be one of the table's seeds")
+        for arm, grid in self.tune.grid.items():  # a bad key fails now, not after the pilot teacher
+            for key, values in grid.items():
+                for value in values:
+                    try:
+                        with_overrides(self._student_spec(arm, "teacher"), {key: value}, f"tune.grid.{arm}")
+                    except UserError as e:
+                        raise ValueError(str(e)) from None
+        return self
+
+    def _student_spec(self, arm: str, teacher_dir: str) -> RunSpec:
+        """The run spec of the student alone (``arm='student'``) or distilled from ``teacher_dir``."""
+        spec = RunSpec(data=self.data.model_copy(update={"augment": self.student.augment}), model=self.student.model,
+                       train=self.student.train)
+        if arm == "student":
+            return spec
+        kd = KDConfig.model_validate({**self.distill.model_dump(exclude={"train"}), "teacher": [teacher_dir]})
+        return spec.model_copy(update={"method": kd, "train": self.distill.train or self.student.train})
 
 
 def _hidden(model: ModelConfig) -> str:
@@ -64,17 +96,33 @@ def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
         return RunSpec(data=cfg.data.model_copy(update={"augment": role.augment}), model=role.model,
                        train=role.train, **kw)
 
+    teachers: dict[int, dict] = {}
+
+    def teacher_dir(seed: int) -> str:
+        """The teacher a seed's distilled student reads (trained on first use)."""
+        t_seed = cfg.seeds[0] if cfg.shared_teacher else seed
+        if t_seed not in teachers:
+            teachers[t_seed] = study.run("teacher", spec(cfg.teacher), t_seed)
+        return str(study.run_dir("teacher", t_seed))
+
+    specs = {"student": cfg._student_spec("student", ""), "distilled": None}
+    tune_rows: list[list[str]] = []
+    if cfg.tune.grid:  # equal-effort trials at the pilot seed, before any seed of the table
+        pilot = {arm: cfg._student_spec(arm, teacher_dir(cfg.tune.seed)) for arm in ("student", "distilled")}
+        chosen, tune_rows = tune(study, cfg.tune, pilot, seed_key="student")
+        specs = {"student": chosen["student"], "distilled": chosen["distilled"]}
+
     results: dict[str, list[dict]] = {"teacher": [], "student": [], "distilled": []}
     for seed in cfg.seeds:
-        results["teacher"].append(study.run("teacher", spec(cfg.teacher), seed))
+        t_dir = teacher_dir(seed)
+        results["teacher"].append(teachers[cfg.seeds[0] if cfg.shared_teacher else seed])
         # The student alone and the distilled student share their run seed on purpose (same init,
         # same batch order): the gain is then a paired difference, free of init noise.
-        results["student"].append(study.run("student", spec(cfg.student), seed, seed_key="student"))
-        kd = KDConfig.model_validate({**cfg.distill.model_dump(exclude={"train"}),
-                                      "teacher": [str(study.run_dir("teacher", seed))]})
-        distill_spec = spec(cfg.student, method=kd).model_copy(
-            update={"train": cfg.distill.train or cfg.student.train})
-        results["distilled"].append(study.run("distilled", distill_spec, seed, seed_key="student"))
+        results["student"].append(study.run("student", specs["student"], seed, seed_key="student"))
+        distilled = specs["distilled"] or cfg._student_spec("distilled", t_dir)
+        method = distilled.method.model_copy(update={"teacher": [t_dir]})
+        results["distilled"].append(study.run("distilled", distilled.model_copy(update={"method": method}), seed,
+                                              seed_key="student"))
 
     labels = {
         "teacher": f"Teacher ({_hidden(cfg.teacher.model)}{_regularisers(cfg.teacher)})",
@@ -92,17 +140,21 @@ def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
 
     # The paper's claim, declared before any run: the distilled student beats the same student
     # trained alone — testable only with a teacher ahead of it and converged runs (validation).
-    pre = (val_lead(results["teacher"], results["student"], cfg.teacher_lead, "teacher − student alone"),
-           converged([study.run_dir("teacher", s) for s in cfg.seeds], "teacher"),
+    teacher_seeds = sorted(teachers)
+    pre = (val_lead([teachers[s] for s in teacher_seeds], results["student"], cfg.teacher_lead,
+                    "teacher − student alone"),
+           converged([study.run_dir("teacher", s) for s in teacher_seeds], "teacher"),
            converged([study.run_dir("student", s) for s in cfg.seeds], "student alone"))
     comparisons = [Comparison("distilled − student alone", diffs("distilled", "student"), +1, primary=True,
                               preconditions=pre)]
     n_test = results["student"][0]["test_n"]
     notes = (f"{cfg.data.source}, {n_test} test images, {len(cfg.seeds)} seeds (mean ± std). The student alone and "
-             f"the distilled student share each seed's initialisation and batch order (paired); the teacher has "
-             f"its own.")
+             f"the distilled student share each seed's initialisation and batch order (paired); "
+             + ("one teacher (seed {}) serves every seed.".format(cfg.seeds[0]) if cfg.shared_teacher
+                else "the teacher has its own."))
+    table = tuning_table(tune_rows, cfg.tune)
     return study.write_table("results", "Hinton et al. 2015: distilling a big net into a small one", header, rows,
-                             notes, comparisons)
+                             notes + (f"\n\n{table}" if table else ""), comparisons)
 
 
 def _regularisers(role: Role) -> str:
@@ -116,4 +168,7 @@ def _regularisers(role: Role) -> str:
 
 
 def count_runs(cfg: HintonRecipe) -> int:
-    return 3 * len(cfg.seeds)
+    teachers = 1 if cfg.shared_teacher else len(cfg.seeds)
+    pilot_teacher = 1 if cfg.tune.grid and not cfg.shared_teacher else 0
+    trials = sum(grid_size(g) for g in cfg.tune.grid.values())
+    return teachers + pilot_teacher + trials + 2 * len(cfg.seeds)

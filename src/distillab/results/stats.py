@@ -128,6 +128,19 @@ def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float =
     return float(nc * sd / n ** 0.5)
 
 
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` on ``xs`` — one seed's trend, so that a trend over several
+    settings is tested as *one* paired claim over seeds (the slopes) instead of one test per
+    setting."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError("slope needs two or more (x, y) pairs")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("slope needs at least two distinct x")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment: the i-th smallest of m p's is multiplied by (m − i + 1), and
     adjusted p's never decrease along that order. Rejecting where the adjusted p < alpha keeps the
