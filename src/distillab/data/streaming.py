@@ -1,13 +1,15 @@
 """Data that does not fit in memory: WebDataset tar shards, read batch by batch.
 
 ``distillab data pack SRC OUT`` writes a source (a built-in one, or ``imagefolder:PATH`` read file
-by file) as shards ``OUT/{train,val,test}-NNNNNN.tar`` — each example a PNG (or the image folder's
-original JPEG/PNG bytes), its class and its index as the key — plus ``OUT/meta.json`` with the
-class names, counts, image shape and the normalisation constants, accumulated while packing. A
-config then names ``source: webdataset:OUT``.
+by file, at its own size and channels unless told otherwise) as shards
+``OUT/{train,val,test}-NNNNNN.tar`` — each example a PNG (or the image folder's original
+JPEG/PNG/WebP bytes when they need no resizing), its class and its index as the key — plus
+``OUT/meta.json`` with the class names, counts, image shape and the normalisation constants,
+accumulated while packing. A config then names ``source: webdataset:OUT``.
 
-Reading: DataLoader workers open their share of the shards (``webdataset``), decode each image
-with ``torchvision.io.decode_image`` and pass uint8 tensors; the main process normalises with the
+Reading: persistent DataLoader workers read their share of the shards with a small tar reader,
+decode each image with Pillow through the in-memory image-folder loader's conversion
+(``images.to_array``) and send stacked uint8 chunks; the main process normalises with the
 constants from ``meta.json`` (or those a transferred model was trained with) and augments whole
 batches, as the in-memory loader does. The shard order, each worker's shuffle buffer and the
 augmentation are seeded by (seed, epoch), so a resumed epoch sees the same batches (for the same
