@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
     pk.add_argument("--limit", type=int, default=None, help="keep only this many training examples (seeded)")
     pk.add_argument("--data-dir", default=None, help="where the source's files are")
-    pk.add_argument("--image-size", type=int, default=32, help="side length image folders are resized to on read")
+    pk.add_argument("--image-size", type=int, help="imagefolder: resize every image to this side (default: their own)")
+    pk.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="imagefolder: convert to 1 (grey) or 3 (RGB) channels (default: 1 if every image is grey)")
     pk.set_defaults(func=cmd_data_pack)
     return p
 
@@ -271,7 +273,7 @@ def cmd_data_pack(args: argparse.Namespace, console: Console) -> None:
     from distillab.data.streaming import pack
 
     meta = pack(args.source, Path(args.out), shard_size=args.shard_size, val=args.val, seed=args.seed,
-                data_dir=args.data_dir, image_size=args.image_size, limit=args.limit)
+                data_dir=args.data_dir, image_size=args.image_size, channels=args.channels, limit=args.limit)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
     print(f"wrote {sum(len(v) for v in meta['shards'].values())} shards to {args.out} ({counts}); "
           f"use `source: webdataset:{args.out}`")

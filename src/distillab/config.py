@@ -70,7 +70,10 @@ class DataConfig(Strict):
 
     source: str = "fashion-mnist"
     data_dir: str | None = None
-    image_size: int = Field(32, ge=4, le=4096, description="side length images of imagefolder sources are resized to")
+    image_size: int | None = Field(None, ge=4, le=4096, description="imagefolder sources: resize every image to this "
+                                   "side length (default: keep the images' own size, if they share one)")
+    channels: Literal[1, 3] | None = Field(None, description="imagefolder sources: convert to 1 (grey) or 3 (RGB) "
+                                           "channels (default: 1 when every image is grey, else 3)")
     resize: int | None = Field(
         None, ge=4, le=4096, description="resize every image to this side length once, in memory"
     )
@@ -90,6 +93,17 @@ class DataConfig(Strict):
     eval_batch_size: int = Field(1000, ge=1)
     num_workers: int = Field(2, ge=0, description="decoding processes for streaming sources (webdataset:PATH)")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_of_image_folders(cls, v: int | None, info: Any) -> int | None:
+        # Built-in sources have fixed channels, and shards keep those they were packed with: a
+        # conversion there would be ignored silently.
+        source = info.data.get("source", "")
+        if v is not None and not source.startswith("imagefolder:"):
+            how = " (pack with `data pack --channels`)" if source.startswith("webdataset:") else ""
+            raise ValueError(f"applies to imagefolder:PATH sources only, not {source!r}{how}")
+        return v
 
 
 def _plain_data(value: Any, budget: int = 10_000) -> None:

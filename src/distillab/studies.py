@@ -171,7 +171,7 @@ def preflight(cfg: BaseModel) -> None:
         if entry.describe is not None:  # a streamed kind: read its metadata, never the data
             found: tuple[tuple[int, ...], int] = entry.describe(arg or "")
         else:
-            ds = _cached_source(d.source, d.data_dir, d.image_size)
+            ds = _cached_source(d.source, d.data_dir, d.image_size, d.channels)
             found = ds.shape, ds.num_classes
         if i == 0:
             shape, classes = found

@@ -62,9 +62,10 @@ def _source_stats(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 @lru_cache(maxsize=4)
-def _cached_source(name: str, data_dir: str | None, image_size: int) -> Dataset:
+def _cached_source(name: str, data_dir: str | None, image_size: int | None = None,
+                   channels: int | None = None) -> Dataset:
     # Recipes train many models on one dataset: read and decode the files once per process.
-    return load_source(name, data_dir, image_size)
+    return load_source(name, data_dir, image_size, channels)
 
 
 def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
@@ -79,7 +80,7 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
         entry, _ = resolve_source(cfg.source)
         if entry.stream is not None:  # a streamed kind (webdataset:PATH): read batch by batch
             return entry.stream(cfg, seed, order_seed, normalization, device)
-    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size)
+    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size, cfg.channels)
     if normalization is not None:
         mean_t, std_t = tuple(normalization["mean"]), tuple(normalization["std"])
         if len(mean_t) != ds.shape[0] or len(std_t) != ds.shape[0]:

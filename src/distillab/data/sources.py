@@ -38,7 +38,7 @@ STANDARD_DIRS: list[Path] = [
 
 @dataclass(frozen=True)
 class SourceEntry:
-    """A registered data source. ``load(data_dir=, image_size=[, path=])`` returns a :class:`Dataset`
+    """A registered data source. ``load(data_dir=, image_size=[, path=][, channels=])`` returns a :class:`Dataset`
     held in memory; a streamed kind has ``load=None`` and ``stream(cfg, seed, order_seed,
     normalization, device)`` → DataBundle plus ``describe(path)`` → (shape, num_classes) read from
     metadata alone (preflight). ``takes_path``: written ``name:PATH`` in a config."""
@@ -65,11 +65,13 @@ def register_source(name: str, *, takes_path: bool = False, help: str = "",
     """Register a data source under ``name`` (usable as ``data.source: name`` in any config).
 
     >>> @register_source("my-data")                           # doctest: +SKIP
-    ... def my_data(data_dir=None, image_size=32, **_):
+    ... def my_data(data_dir=None, image_size=None, **_):
     ...     return Dataset("my-data", x_train, y_train, x_test, y_test, classes)
 
-    The decorated function gets ``data_dir`` and ``image_size`` (and ``path`` with ``takes_path``:
-    ``name:PATH``); the first line of its docstring is the help ``distillab list sources`` prints.
+    The decorated function gets ``data_dir`` and ``image_size`` (``data.image_size``: None unless a
+    config sets it, i.e. the data's own size), and ``path`` with ``takes_path`` (``name:PATH``);
+    ``channels`` is passed only when set (``data.channels``, image folders only). The first line of
+    its docstring is the help ``distillab list sources`` prints.
     A streamed kind (``stream=``, ``describe=``) may decorate ``None``'s stand-in, a function
     that is never called to load into memory."""
     if not name or ":" in name or not all(c.isalnum() or c in "-_." for c in name):
@@ -306,9 +308,10 @@ def _load_digits(test_fraction: float = 0.2) -> Dataset:
 
 
 # ---------------------------------------------------------------- image folders
-def _load_imagefolder(path: str, image_size: int) -> Dataset:
-    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*``, resized to ``image_size``."""
-    from distillab.data.images import list_images, read_image
+def _load_imagefolder(path: str, image_size: int | None = None, channels: int | None = None) -> Dataset:
+    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*`` at their own size and channels (grey
+    stays grey), or resized to ``image_size`` / converted to ``channels`` when given."""
+    from distillab.data.images import image_format, list_images, read_image
 
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -317,18 +320,20 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
         raise UserError(f"data imagefolder: {root} needs train/ and test/ (or val/) subfolders of class folders")
+    train, classes = list_images(train_dir)  # symlink loops, FIFOs, 16-bit images and bombs handled
+    test, found = list_images(test_dir)
+    if found != classes:
+        raise UserError(f"data imagefolder: class folders of {test_dir} differ from those of {train_dir}")
+    c, size = image_format([(train_dir, train), (test_dir, test)], image_size, channels)
 
-    def load(folder: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        samples, found = list_images(folder)  # symlink loops, FIFOs, 16-bit images and bombs handled
-        if classes is not None and found != classes:
-            raise UserError(f"data imagefolder: class folders of {folder} differ from those of {train_dir}")
-        xs = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
+    def load(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = np.empty((len(samples), size, size, c), dtype=np.uint8)
         for i, (p, _) in enumerate(samples):
-            xs[i] = read_image(p, image_size)
-        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples]), found
+            xs[i] = read_image(p, size, c)
+        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples])
 
-    xtr, ytr, classes = load(train_dir, None)
-    xte, yte, _ = load(test_dir, classes)
+    xtr, ytr = load(train)
+    xte, yte = load(test)
     return Dataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, classes).check()
 
 
@@ -357,25 +362,31 @@ def _digits(**_: object) -> Dataset:
     return _load_digits()
 
 
-def _imagefolder(path: str, image_size: int = 32, **_: object) -> Dataset:
-    """PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, resized to data.image_size"""
-    return _load_imagefolder(path, image_size)
+def _imagefolder(path: str, image_size: int | None = None, channels: int | None = None, **_: object) -> Dataset:
+    """PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, at their own size and channels"""
+    return _load_imagefolder(path, image_size, channels)
 
 
 # The built-in in-memory sources (registered here: their loaders are the functions above).
 for _name, _fn in (("fashion-mnist", _fashion_mnist), ("mnist", _mnist), ("cifar10", _cifar10),
                    ("cifar100", _cifar100), ("digits", _digits)):
     register_source(_name)(_fn)
-register_source("imagefolder", takes_path=True)(_imagefolder)
+register_source("imagefolder", takes_path=True,
+                help="PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, at their own size and channels "
+                     "(data.image_size / data.channels convert them)")(_imagefolder)
 
 
-def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 32) -> Dataset:
+def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                channels: int | None = None) -> Dataset:
     """Load a named dataset into memory. ``name`` is a registered source (:data:`SOURCES`), with
-    ``:PATH`` for kinds that take one (``imagefolder:PATH``)."""
+    ``:PATH`` for kinds that take one (``imagefolder:PATH``); ``image_size`` and ``channels``
+    convert an image folder's images (default: as they are)."""
     entry, arg = resolve_source(name)
     if entry.load is None:
         raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
-    kwargs = {"path": arg} if entry.takes_path else {}
+    kwargs: dict[str, Any] = {"path": arg} if entry.takes_path else {}
+    if channels is not None:  # only image folders take it (DataConfig refuses it elsewhere)
+        kwargs["channels"] = channels
     ds = entry.load(data_dir=data_dir, image_size=image_size, **kwargs)
     if not isinstance(ds, Dataset):
         raise UserError(f"data.source {name!r}: its loader returned {type(ds).__name__}, not a distillab Dataset")

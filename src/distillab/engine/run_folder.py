@@ -59,12 +59,18 @@ LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir")
 
 
 def without_locations(cfg: Any) -> Any:
-    """A copy of a run's config without the keys in :data:`LOCATION_KEYS` (the input is not changed)."""
+    """A copy of a run's config without the keys in :data:`LOCATION_KEYS` (the input is not changed),
+    nor ``data.image_size`` / ``data.channels`` unless the source is an image folder."""
     import copy
 
     if not isinstance(cfg, dict):
         return cfg
     out = copy.deepcopy(cfg)
+    data = out.get("data")
+    if isinstance(data, dict) and not str(data.get("source", "fashion-mnist")).startswith("imagefolder:"):
+        # only image folders are read at a size and channel count (run folders from before saved 32)
+        data.pop("image_size", None)
+        data.pop("channels", None)
     for *path, key in LOCATION_KEYS:
         node: Any = out
         for part in path:

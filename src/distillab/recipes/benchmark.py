@@ -178,7 +178,9 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
 
     teacher_row = row("teacher", cfg.teacher)[1]
     student_row = row("student", cfg.student)[1]
-    method_rows = sorted((row(k, cfg.student) for k in cfg.methods), key=lambda t: -t[0])
+    # best first; a method whose every run collapsed (mean NaN: left out) last
+    method_rows = sorted((row(k, cfg.student) for k in cfg.methods),
+                         key=lambda t: (t[0] != t[0], -t[0] if t[0] == t[0] else 0))
     rows = [teacher_row, student_row, *(r for _, r in method_rows)]
     first = runs["student"][cfg.seeds[0]]
     seeds_note = (f"{len(cfg.seeds)} seed(s) for every method"

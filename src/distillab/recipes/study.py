@@ -39,6 +39,9 @@ class Role(Strict):
 
 
 STUDY_FILES = ("study.json", "costs.json")  # besides the tables and plots a recipe names
+# A collapsed run's test metrics, hidden from a study's tables and claims (validation accuracy stays:
+# preconditions and tuning read it, and a collapsed run's is at chance anyway).
+COLLAPSE_HIDES = ("test_acc", "test_errors", "test_top5")
 
 
 class Study:
@@ -96,10 +99,18 @@ class Study:
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors){' — ' + note if note else ''}")
         if summary.get("warning"):
-            label = f"{name} seed {seed}"
+            import re
+
+            # "accuracy 10.0% is at chance (1/10) after 2 epochs" out of the watchdog's line (summary.json)
+            found = re.search(r"accuracy ([\d.]+%) is at chance \(1/\d+\) after (\d+ epochs?)", summary["warning"])
+            label = f"{name} seed {seed}" + (f" ({found[1]} after {found[2]})" if found else "")
             if label not in self.collapsed:
                 self.collapsed.append(label)
             self.progress.log(f"warning: {summary['warning']}")
+            # A failed training is not a measurement of the method: its test metrics become NaN for the
+            # recipe, so every mean, std and paired interval leaves it out and says so (results/stats.py).
+            # summary.json on disk keeps the measured numbers.
+            summary = {**summary, **{k: float("nan") for k in COLLAPSE_HIDES if k in summary}, "collapsed": True}
         return summary
 
     def await_results(self, summaries: list[dict[str, Any]]) -> None:
@@ -130,14 +141,16 @@ class Study:
             good = sum(a.verdict in GOOD for a in assessed)
             primary = next((c.label for c in comparisons if c.primary), None)
             what = f"primary claim: {primary}; " if primary else ""
+            short = sum(c.collapsed > 0 for c in comparisons)
+            lost = f"; {short} claim(s) tested on fewer seeds: a run collapsed" if short else ""
             md += (f"**Verdict: {headline(assessed)}** ({what}{good} of {len(comparisons)} claims "
-                   f"reproduced or consistent).\n\n")
+                   f"reproduced or consistent{lost}).\n\n")
         md += f"{markdown_table(header, rows)}\n"
-        if self.collapsed:  # a failed training is flagged, not silently averaged as a method's effect
+        if self.collapsed:  # a failed training is flagged and left out, not averaged as a method's effect
             notes = (f"**Warning: {len(self.collapsed)} run(s) ended at chance accuracy (training collapsed, not a "
-                     f"method effect): {', '.join(self.collapsed)}.** Their numbers above and any interval that "
-                     f"includes them are not evidence; rerun them with a lower lr or train.optim.grad_clip.\n\n"
-                     + notes)
+                     f"method effect): {'; '.join(self.collapsed)}.** They are left out of every mean, ± and "
+                     f"paired interval above (marked \"collapsed\"); rerun them with a lower lr or "
+                     f"train.optim.grad_clip (delete their folders first, or use another --out).\n\n" + notes)
         if notes:
             md += f"\n{notes}\n"
         comp_rows = [a.row() for a in assessed]

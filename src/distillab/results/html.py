@@ -114,7 +114,8 @@ def _accuracy_vs_cost(roles: dict[str, list[Path]]) -> bytes | None:
         except (ValueError, UnicodeDecodeError):
             continue
         summaries = [x for x in summaries if isinstance(x, dict)]
-        accs = [s.get("test_acc") for s in summaries if isinstance(s.get("test_acc"), (int, float))]
+        accs = [s.get("test_acc") for s in summaries if isinstance(s.get("test_acc"), (int, float))
+                and not s.get("warning")]  # a collapsed run is left out, as in the study's table
         macs = summaries[0].get("macs") if summaries else None
         if accs and isinstance(macs, (int, float)) and macs > 0:
             m, s = mean_std([100 * a for a in accs])

@@ -64,6 +64,11 @@ def report_rows(root: Path) -> tuple[list[str], list[list[str]]]:
     rows = []
     for g in collect(root):
         r = g["runs"]
+
+        def metric(key: str) -> list[float]:
+            # a run the watchdog found collapsed (summary "warning") is left out of the mean, as in a study
+            return [float("nan") if x.get("warning") else x[key] for x in r]
+
         rows.append([g["name"], r[0]["model"], r[0]["method"], human(r[0]["params"]), human(r[0]["macs"]),
-                     str(len(r)), fmt_pm([x["test_acc"] for x in r], 2, 100), fmt_pm([x["test_errors"] for x in r], 1)])
+                     str(len(r)), fmt_pm(metric("test_acc"), 2, 100), fmt_pm(metric("test_errors"), 1)])
     return header, rows
