@@ -91,11 +91,17 @@ def compare(label: str, data_cfg: DataConfig, student: str, teacher: str, views:
 
 def peak_rss_of_cli(tmp: Path) -> float:
     """Peak RSS (GiB) of `distillab run` on the Hinton job, 1 epoch per role, in a fresh process."""
-    cfg = {"recipe": "hinton", "data": {"source": "fashion-mnist", "val_size": 0, "batch_size": 128},
-           "seeds": [0], "teacher": {"model": {"name": "mlp:1200-1200", "kwargs": {"dropout": 0.2}},
-                                     "train": {"epochs": 1, "optim": {"lr": 0.05, "grad_clip": 5.0}}},
-           "student": {"model": {"name": "mlp:800-800"}, "train": {"epochs": 1, "optim": {"lr": 0.05, "grad_clip": 5.0}}},
-           "distill": {"temperature": 4, "alpha": 0.9}}
+    cfg = {
+        "recipe": "hinton",
+        "data": {"source": "fashion-mnist", "val_size": 0, "batch_size": 128},
+        "seeds": [0],
+        "teacher": {
+            "model": {"name": "mlp:1200-1200", "kwargs": {"dropout": 0.2}},
+            "train": {"epochs": 1, "optim": {"lr": 0.05, "grad_clip": 5.0}},
+        },
+        "student": {"model": {"name": "mlp:800-800"}, "train": {"epochs": 1, "optim": {"lr": 0.05, "grad_clip": 5.0}}},
+        "distill": {"temperature": 4, "alpha": 0.9},
+    }
     (tmp / "h.yaml").write_text(json.dumps(cfg))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run([sys.executable, "-m", "distillab", "run", str(tmp / "h.yaml"), "--out", str(tmp / "h"),
@@ -128,9 +134,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for j in jobs:
         p = j["plain fp32"]
-        print(f"| {j['pair']} | {j['examples']} | {p:.2f} | {j['online KD fp32'] / p:.2f} | {j['cached KD fp32'] / p:.2f} "
-              f"| {j['plain bf16'] / p:.2f} | {j['cached KD bf16'] / p:.2f} | {j['cache build s']:.1f} "
-              f"| {j['cache bytes / example-view']:.0f} ({j['views']} views) |")
+        print(
+            f"| {j['pair']} | {j['examples']} | {p:.2f} | {j['online KD fp32'] / p:.2f} "
+            f"| {j['cached KD fp32'] / p:.2f} "
+            f"| {j['plain bf16'] / p:.2f} | {j['cached KD bf16'] / p:.2f} | {j['cache build s']:.1f} "
+            f"| {j['cache bytes / example-view']:.0f} ({j['views']} views) |"
+        )
 
     mlp = jobs[0]
     macs = count_macs(create_model("mlp:800-800", 10), (1, 28, 28))
@@ -158,7 +167,10 @@ def main() -> None:
         print(f"| {name} | {count_macs(create_model(name, 10), (1, 28, 28)) / 1e6:.2f}M | {s:.2f} |")
 
     with tempfile.TemporaryDirectory() as t:
-        print(f"\npeak RSS of `distillab run` on the Hinton job (60k, 1 epoch per role): {peak_rss_of_cli(Path(t)):.2f} GiB")
+        print(
+            "\npeak RSS of `distillab run` on the Hinton job (60k, 1 epoch per role): "
+            f"{peak_rss_of_cli(Path(t)):.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -56,13 +56,15 @@ def main() -> None:
                 res[v].append(train(model, data, seed, args.epochs, *v))
         base = res[variants[0]]
         print(f"\n{model}, {args.subset} images, {args.epochs} epochs, {args.seeds} seeds")
-        print("| variant | s/epoch (median over seeds) | speed-up vs fp32 | test acc (%) | Δ acc vs fp32 (pts, 95% CI) |")
+        print(
+            "| variant | s/epoch (median over seeds) | speed-up vs fp32 | test acc (%) | Δ acc vs fp32 (pts, 95% CI) |"
+        )
         print("|---|---|---|---|---|")
         for v in variants:
             t = statistics.median(s for s, _ in res[v])
             t0 = statistics.median(s for s, _ in base)
             accs = [a for _, a in res[v]]
-            diff = [a - b for (_, a), (_, b) in zip(res[v], base)]
+            diff = [a - b for (_, a), (_, b) in zip(res[v], base, strict=True)]
             name = v[0] + (" + channels_last" if v[1] else "")
             print(f"| {name} | {t:.2f} | {t0 / t:.2f}x | {100 * statistics.fmean(accs):.2f} | "
                   f"{fmt_interval(diff) if v != variants[0] else '—'} |")

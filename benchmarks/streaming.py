@@ -80,7 +80,7 @@ def main() -> None:
                                      ("memory", "fashion-mnist", {})):
                 s, _, _, _ = run(cfg(src, seed, **extra), tmp / f"acc-{kind}-{seed}")
                 acc[kind].append(s["test_acc"])
-        diff = [a - b for a, b in zip(acc["stream"], acc["memory"])]
+        diff = [a - b for a, b in zip(acc["stream"], acc["memory"], strict=True)]
         print(f"\n55k examples, {len(args.seeds)} seeds: stream {fmt_pm(acc['stream'], 2, 100)}, memory "
               f"{fmt_pm(acc['memory'], 2, 100)}; stream − memory {fmt_interval(diff)} points (95% CI)")
 

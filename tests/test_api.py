@@ -47,7 +47,7 @@ def test_distill_own_modules_from_own_dataset(tmp_path):
     # A second call with the same run_dir resumes: nothing left to train, weights from the checkpoint.
     again = distillab.distill(_net(16), teacher, train, method="kd", temperature=4.0, alpha=0.9, epochs=6,
                               batch_size=64, run_dir=tmp_path / "kd")
-    for a, b in zip(student.state_dict().values(), again.model.state_dict().values()):
+    for a, b in zip(student.state_dict().values(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -203,5 +204,14 @@ def test_a_study_flags_a_collapsed_run_under_its_table(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]) == 0
     md = (tmp_path / "o" / "results.md").read_text()
-    assert "ended at chance accuracy" in md and "seed 0" in md
+    assert "ended at chance accuracy" in md and "seed 0" in md and "left out of every mean" in md
     assert "warning: run " in capsys.readouterr().err
+    # the collapsed student is marked in its row, not averaged, and the claim on it says why it has no seeds
+    alone = next(ln for ln in md.splitlines() if ln.startswith("| Student alone"))
+    assert "(1 collapsed)" in alone and "nan" not in md
+    assert re.search(r"student seed 0 \(\d+\.\d% after 2 epochs\)", md)
+    claim = next(ln for ln in md.splitlines() if "distilled − student alone" in ln and ln.startswith("| primary"))
+    assert "not testable here" in claim and "left out: a run collapsed" in claim
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "o")]) == 0  # `distillab report` leaves it out of its mean too
+    assert "(1 collapsed)" in capsys.readouterr().out

@@ -97,7 +97,7 @@ def test_shift_moves_content_and_keeps_shape():
     rows, cols = pos // 7, pos % 7
     assert out.sum().item() == 64  # zero fill: nothing lost, nothing added
     assert rows.min() >= 1 and rows.max() <= 5 and cols.min() >= 1 and cols.max() <= 5
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # per-sample, not one shift for the batch
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 5  # per-sample, not one shift for the batch
 
 
 def test_flip_flips_about_half():
@@ -121,7 +121,10 @@ def test_loader_is_deterministic_per_epoch_and_differs_across_epochs():
     a.set_epoch(2)
     b.set_epoch(2)
     batches_a, batches_b = list(a), list(b)
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(pairs(batches_a), pairs(batches_b)))
+    assert all(
+        torch.equal(xa, xb) and torch.equal(ya, yb)
+        for (xa, ya), (xb, yb) in zip(pairs(batches_a), pairs(batches_b), strict=True)
+    )
     b.set_epoch(3)
     assert not torch.equal(batches_a[0].x, next(iter(b)).x)
     assert sum(len(bt.y) for bt in batches_a) == 50 and len(a) == 4

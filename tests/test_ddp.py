@@ -41,7 +41,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     one = [json.loads(ln) for ln in (tmp_path / "one" / "r" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(ln) for ln in (tmp_path / "two" / "r" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in two] == [1, 2, 3]  # written once, by rank 0
-    for r1, r2 in zip(one, two):
+    for r1, r2 in zip(one, two, strict=True):
         assert r2["train_ce"] == pytest.approx(r1["train_ce"], abs=1e-5)  # the loss curve, averaged over ranks
         assert r2["val_acc"] == pytest.approx(r1["val_acc"], abs=1e-9)
     s1 = json.loads((tmp_path / "one" / "r" / "seed0" / "summary.json").read_text())

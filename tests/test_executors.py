@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from distillab.cli import main
 from distillab.config import validate
-from distillab.engine.plan import plan_study
+from distillab.recipes.plan import plan_study
 from distillab.recipes import RECIPES
 
 DATA = {"source": "digits", "val_size": 100, "batch_size": 64}
@@ -20,7 +20,7 @@ HINTON = {"recipe": "hinton", "data": DATA, "seeds": [0, 1],
 
 
 def test_plan_reads_the_graph_off_the_recipe(tmp_path):
-    cls, module = RECIPES["hinton"]
+    cls, module = RECIPES["hinton"].config, RECIPES["hinton"].module
     plan = plan_study(validate(cls, HINTON), module, tmp_path / "o")
     assert [(r.name, r.seed) for r in plan] == [(n, s) for s in (0, 1) for n in ("teacher", "student", "distilled")]
     distilled = plan[2]

@@ -56,7 +56,9 @@ def test_export_takes_raw_images_and_says_how(kd_run, tmp_path, capsys):
     import onnx
 
     run = kd_run / "CRD" / "seed0"
-    assert main(["export", str(run), "--onnx", str(tmp_path / "raw.onnx"), "--torchscript", str(tmp_path / "raw.pt")]) == 0
+    assert (
+        main(["export", str(run), "--onnx", str(tmp_path / "raw.onnx"), "--torchscript", str(tmp_path / "raw.pt")]) == 0
+    )
     assert main(["export", str(run), "--onnx", str(tmp_path / "u8.onnx"), "--input", "uint8"]) == 0
     test = prepare_data(DataConfig(source="digits", val_size=200), 0).test
     model, _ = load_student(run)
@@ -82,7 +84,11 @@ def test_export_takes_raw_images_and_says_how(kd_run, tmp_path, capsys):
     assert main(["profile", str(run), str(tmp_path / "raw.onnx"), str(tmp_path / "u8.onnx"), "--repeats", "2",
                  "--data", "digits"]) == 0
     out = capsys.readouterr().out
-    accs = [float(ln.rstrip(" |").rsplit("|", 1)[1]) for ln in out.splitlines() if ln.startswith("| ") and "test acc" not in ln]
+    accs = [
+        float(ln.rstrip(" |").rsplit("|", 1)[1])
+        for ln in out.splitlines()
+        if ln.startswith("| ") and "test acc" not in ln
+    ]
     assert len(accs) == 3 and max(accs) - min(accs) <= 0.1  # raw images through onnxruntime: PyTorch's accuracy
 
 
@@ -90,7 +96,9 @@ def test_profile_reads_runs_and_onnx_files(kd_run, tmp_path, capsys):
     run = kd_run / "CRD" / "seed0"
     assert main(["export", str(run), "--onnx", str(tmp_path / "s.onnx")]) == 0
     capsys.readouterr()
-    assert main(["profile", str(kd_run / "teacher" / "seed0"), str(run), str(tmp_path / "s.onnx"), "--repeats", "5"]) == 0
+    assert (
+        main(["profile", str(kd_run / "teacher" / "seed0"), str(run), str(tmp_path / "s.onnx"), "--repeats", "5"]) == 0
+    )
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("| ")][1:]
     assert len(rows) == 3 and "IQR" in out

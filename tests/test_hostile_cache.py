@@ -21,7 +21,7 @@ from distillab.config import AugmentConfig, DataConfig
 from distillab.data import prepare_data
 from distillab.engine import soft_labels
 from distillab.engine.checkpoint import load_model
-from distillab.engine.run import _file_digest
+from distillab.engine.run_folder import file_digest as _file_digest
 from distillab.engine.soft_labels import SoftLabelCacheConfig, open_cache
 from distillab.errors import UserError
 from distillab.methods.base import Teacher

@@ -159,6 +159,34 @@ def c_wds_non_image_payload(t, packed=None):
                 m.name = m.name[:-4] + ".txt"
             tar.addfile(m, io.BytesIO(data))
     return ["run", _wdscfg(t, root)], "lacks an image"
+def c_wds_payload_named_png_is_not_a_png(t, packed=None):
+    import io
+    import tarfile
+
+    root = _shards(t, packed)
+    src = root / "train-000000.tar"
+    with tarfile.open(src) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(src, "w") as tar:  # same names and counts (meta.json still matches): only the bytes lie
+        for m, data in members:
+            if m.name.endswith(".png"):
+                data = b"not a png at all"
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    return ["run", _wdscfg(t, root)], "payload is not a PNG image"
+def c_imagefolder_sizes_differ(t):
+    root = _folder(t)
+    _png(root / "train" / "dark" / "big.png", 40, size=9)  # 6x6 and 9x9 with no data.image_size
+    cfg = _yaml(t, {**BASE, "data": {"source": f"imagefolder:{root}", "val_size": 0}})
+    return ["run", cfg], "image_size"
+def c_pack_imagefolder_sizes_differ(t):
+    root = _folder(t)
+    _png(root / "test" / "light" / "big.png", 200, size=9)
+    return ["data", "pack", f"imagefolder:{root}", str(t / "out"), "--val", "0"], "--image-size"
+def c_channels_on_a_builtin_source(t):
+    return ["run", _yaml(t, BASE), "data.channels=3"], "data.channels"
+def c_pack_channels_on_a_builtin_source(t):
+    return ["data", "pack", "digits", str(t / "out"), "--channels", "3"], "--channels"
 def c_wds_label_out_of_range(t, packed=None):
     root = _shards(t, packed)
     _meta(root, classes=["0", "1"])  # the shards hold labels up to 9
@@ -199,6 +227,30 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     ds = load_source(f"imagefolder:{root}", image_size=6)
     assert ds.x_train[0].float().mean().item() == pytest.approx(10_000 / 257, abs=1)
     assert ds.x_train[1].float().mean().item() == pytest.approx(50_000 / 257, abs=1)
+
+
+def test_a_corrupt_image_inside_a_shard_is_one_line_from_the_workers(tmp_path, packed, capsys):
+    """A payload with a PNG signature and a broken body passes the shard check and fails in a
+    DataLoader worker: still one line, exit 2, no worker traceback."""
+    import io
+    import tarfile
+
+    root = _shards(tmp_path, packed)
+    src = root / "train-000000.tar"
+    with tarfile.open(src) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(src, "w") as tar:
+        for m, data in members:
+            if m.name.endswith(".png"):
+                data = data[:8] + b"\x00" * 40  # the signature, then garbage
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    cfg = _yaml(tmp_path, {**BASE, "data": {"source": f"webdataset:{root}", "val_size": 50, "num_workers": 2}})
+    capsys.readouterr()
+    assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert "train-000000.tar" in err and "is not a readable image" in err
 
 
 def test_honest_shards_still_train(tmp_path, packed, capsys):

@@ -154,8 +154,10 @@ def c_garbage_teacher(t):
     return ["run", _yaml(t, BASE), "method.name=kd", f"method.teacher=[{t / 'bad.safetensors'}]"], "bad.safetensors"
 def c_zero_byte_timm_ckpt(t):
     (t / "w.safetensors").write_bytes(b"")
-    return ["run", _yaml(t, {**BASE, "model": {"name": "timm:resnet10t", "kwargs": {"checkpoint": str(t / "w.safetensors")}}})], \
-        "w.safetensors"
+    return [
+        "run",
+        _yaml(t, {**BASE, "model": {"name": "timm:resnet10t", "kwargs": {"checkpoint": str(t / "w.safetensors")}}}),
+    ], "w.safetensors"
 def c_teacher_wrong_classes(t):
     cfg, run = _finished_run(t)
     half = {**BASE, "data": {**BASE["data"], "classes": {"split": "random", "part": "A"}}}
@@ -224,8 +226,10 @@ def c_pickle_timm_ckpt(t):
             return (os.system, ("echo pwned",))
 
     torch.save({"w": Evil()}, t / "w.pth")
-    return ["run", _yaml(t, {**BASE, "model": {"name": "timm:resnet10t", "kwargs": {"checkpoint": str(t / "w.pth")}}})], \
-        "w.pth"
+    return [
+        "run",
+        _yaml(t, {**BASE, "model": {"name": "timm:resnet10t", "kwargs": {"checkpoint": str(t / "w.pth")}}}),
+    ], "w.pth"
 def c_import_missing(t):
     return ["run", _yaml(t, BASE), "--import", "no_such_module_xyz"], "no_such_module_xyz"
 

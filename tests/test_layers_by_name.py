@@ -15,7 +15,9 @@ from distillab.errors import UserError
 def _digits():
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    return TensorDataset(x[:1400], torch.tensor(d.target[:1400])), TensorDataset(x[1400:], torch.tensor(d.target[1400:]))
+    return TensorDataset(x[:1400], torch.tensor(d.target[:1400])), TensorDataset(
+        x[1400:], torch.tensor(d.target[1400:])
+    )
 
 
 class Net(nn.Module):

@@ -57,13 +57,13 @@ def test_study_eta_weighs_every_planned_run_by_its_work():
     from rich.console import Console
 
     from distillab.config import validate
-    from distillab.engine.plan import plan_study
+    from distillab.recipes.plan import plan_study
     from distillab.engine.progress import RichProgress
     from distillab.models import count_params, create_model
     from distillab.recipes import RECIPES
     from distillab.recipes.study import run_weights
 
-    cls, module = RECIPES["hinton"]
+    cls, module = RECIPES["hinton"].config, RECIPES["hinton"].module
     cfg = validate(cls, {"recipe": "hinton", "data": {"source": "digits", "val_size": 200}, "seeds": [0],
                          "teacher": {"model": {"name": "mlp:256"}, "train": {"epochs": 4}},
                          "student": {"model": {"name": "mlp:16"}, "train": {"epochs": 2}}})

@@ -43,7 +43,7 @@ def test_negatives_never_contain_the_positive_and_are_distinct():
         assert all(len(set(r.tolist())) == 12 for r in neg)  # without replacement
     # K = N − 1: every other example exactly once
     index = torch.tensor([0, 4, 9])
-    for row, i in zip(sample_negatives(index, 10, 9), index.tolist()):
+    for row, i in zip(sample_negatives(index, 10, 9), index.tolist(), strict=True):
         assert sorted(row.tolist()) == [j for j in range(10) if j != i]
 
 
@@ -132,7 +132,9 @@ def test_crd_gradients_reach_student_and_embeddings_not_teacher():
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
     assert set(obj.saved_modules()) == {"student", "crd"}
-    assert {id(p) for p in obj.trainable_parameters()} == {id(p) for p in [*student.parameters(), *obj.crd.parameters()]}
+    assert {id(p) for p in obj.trainable_parameters()} == {
+        id(p) for p in [*student.parameters(), *obj.crd.parameters()]
+    }
 
 
 def test_crd_kd_term_is_hinton_kd_at_t4():

@@ -77,11 +77,17 @@ def test_benchmark_recipe_table(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(out)]) == 0
     md = (out / "results.md").read_text()
     first_table = md.split("| method")[1].split("\n\n")[0]
-    lines = ["| method" + first_table.splitlines()[0], *(ln for ln in first_table.splitlines()[1:] if ln.startswith("| "))]
+    lines = [
+        "| method" + first_table.splitlines()[0],
+        *(ln for ln in first_table.splitlines()[1:] if ln.startswith("| ")),
+    ]
     assert len(lines) == 1 + 2 + 3  # header, teacher, student, 3 methods
     names = [ln.split("|")[1].strip() for ln in lines[1:]]
     assert names[:2] == ["Teacher", "Student"] and set(names[2:]) == {"KD (primary)", "AT", "CRD"}
-    accs = [float(ln.split("|")[3].split("±")[0]) for ln in lines[3:]]
+    cells = [ln.split("|")[3] for ln in lines[3:]]
+    measured = [c for c in cells if "±" in c]  # a method whose runs all collapsed shows "— (2 collapsed)"
+    assert cells[:len(measured)] == measured  # ... and comes last
+    accs = [float(c.split("±")[0]) for c in measured]
     assert accs == sorted(accs, reverse=True)  # methods sorted by accuracy
     kd = yaml.safe_load((out / "KD" / "seed1" / "config.yaml").read_text())
     assert kd["method"]["teacher"] == [str(out / "teacher" / "seed1")] and kd["seed"] == 1

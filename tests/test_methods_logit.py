@@ -21,7 +21,7 @@ def _softmax(v):
 
 
 def _kl(p, q):
-    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
 
 
 # ---------------------------------------------------------------- DKD
@@ -32,7 +32,7 @@ def test_dkd_terms_hand_computed_three_classes():
     zt = [[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]]
     y, T = [0, 2], 2.0
     tckd = nckd = kd = 0.0
-    for s, t, k in zip(zs, zt, y):
+    for s, t, k in zip(zs, zt, y, strict=True):
         ps, pt = _softmax([a / T for a in s]), _softmax([a / T for a in t])
         bs, bt = [ps[k], 1 - ps[k]], [pt[k], 1 - pt[k]]
         others = [c for c in range(3) if c != k]

@@ -199,7 +199,9 @@ def test_pkt_objective_uses_pooled_last_block():
     obj.eval()
     with torch.no_grad():
         t = teacher.members[0]
-        hand = 30000 * pkt_loss(student.blocks[-1](_trunk(student, x)).mean((2, 3)), t.blocks[-1](_trunk(t, x)).mean((2, 3)))
+        hand = 30000 * pkt_loss(
+            student.blocks[-1](_trunk(student, x)).mean((2, 3)), t.blocks[-1](_trunk(t, x)).mean((2, 3))
+        )
         assert obj(Batch(x, y), 0.0)["pkt"].item() == pytest.approx(hand.item(), rel=1e-5)
 
 

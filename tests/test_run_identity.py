@@ -54,7 +54,9 @@ def test_a_retrained_teacher_invalidates_its_students(tmp_path, capsys):
     # Swap the teacher's weights for another model's of the same architecture (a retrained teacher).
     other = _cfg(tmp_path, {**HINTON, "seeds": [1]}, "other.yaml")
     assert main(["run", other, "--out", str(tmp_path / "o1"), "--quiet"]) == 0
-    shutil.copy(tmp_path / "o1" / "teacher" / "seed1" / "model.safetensors", out / "teacher" / "seed0" / "model.safetensors")
+    shutil.copy(
+        tmp_path / "o1" / "teacher" / "seed1" / "model.safetensors", out / "teacher" / "seed0" / "model.safetensors"
+    )
     capsys.readouterr()
     assert main(["run", cfg, "--out", str(out), "--quiet"]) == 2
     assert "teachers weights" in capsys.readouterr().err
@@ -109,3 +111,20 @@ def test_a_run_folder_from_before_a_new_default_key_is_read_back(tmp_path, capsy
     del old["train"]["precision"], old["train"]["channels_last"]  # as written before those keys existed
     saved.write_text(yaml.safe_dump(old, sort_keys=False))
     assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+
+
+def test_a_run_folder_from_before_image_folders_kept_their_size_is_read_back(tmp_path, capsys):
+    """Runs saved ``data.image_size: 32`` (the old default) for every source; only image folders are
+    read at a size, so a digits run from then is still this run."""
+    base = {"recipe": "train", "name": "r", "data": {"source": "digits", "val_size": 200},
+            "model": {"name": "mlp:16"}, "train": {"epochs": 1}}
+    cfg = _cfg(tmp_path, base)
+    assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    saved = tmp_path / "o" / "r" / "seed0" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    old["data"]["image_size"] = 32
+    old["data"].pop("channels", None)
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    before = _mtimes(tmp_path / "o")
+    assert main(["run", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert _mtimes(tmp_path / "o") == before

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from distillab.cli import main
-from distillab.results.stats import (Comparison, Precondition, assess, equivalence_p, holm, min_detectable_effect,
-                                     paired_p)
+from distillab.results.stats import (Comparison, Precondition, assess, equivalence_p, fmt_pm, holm,
+                                     min_detectable_effect, paired_interval, paired_p)
 
 
 def test_holm_matches_the_step_down_rule():
@@ -18,6 +18,22 @@ def test_holm_matches_the_step_down_rule():
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert holm([0.5, float("nan"), 0.01])[2] == pytest.approx(0.02)  # untested claims are not counted
     assert holm([0.3, 0.6])[1] == pytest.approx(0.6)  # monotone and capped at 1
+
+
+def test_a_collapsed_run_is_left_out_and_said_so():
+    nan = float("nan")  # what a study gives a collapsed run's test accuracy (recipes/study.py)
+    assert fmt_pm([0.90, nan, 0.92], 2, 100) == "91.00 ± 1.41 (1 collapsed)"
+    assert fmt_pm([nan, nan], 2, 100) == "— (2 collapsed)"
+    diffs = (0.010, nan, 0.012, 0.011)  # one seed pair lost: paired over the other three, never a NaN result
+    assert paired_interval(diffs) == pytest.approx(paired_interval((0.010, 0.012, 0.011)))
+    a = assess([Comparison("distilled − alone", diffs, +1, primary=True)])[0]
+    assert a.claim.collapsed == 1 and a.verdict == "reproduced"
+    row = a.row()
+    assert row[3] == "3 of 4" and "1 of 4 seed pair(s) left out: a run collapsed" in row[-1]
+    assert "nan" not in " ".join(row)
+    # fewer than two pairs left: not testable, not "inconclusive" as if the seeds had spoken
+    gone = assess([Comparison("distilled − alone", (nan, 0.01, nan), +1, primary=True)])[0]
+    assert gone.verdict == "not testable here" and "2 of 3 seed pair(s) left out" in gone.row()[-1]
 
 
 def test_minimum_detectable_effect_shrinks_with_seeds():
@@ -85,7 +101,9 @@ def test_tiny_study_writes_every_column_and_says_not_testable_here(tmp_path, cap
     for column in ("p", "Holm p", "MDE, pts", "preconditions (validation)", "seeds"):
         assert row[column] not in ("", None)
     assert row["seeds"] == "3" and float(row["MDE, pts"]) >= 0
-    assert row["verdict"] == "not testable here" and "✗ teacher − student alone (val)" in row["preconditions (validation)"]
+    assert (
+        row["verdict"] == "not testable here" and "✗ teacher − student alone (val)" in row["preconditions (validation)"]
+    )
     md = (out / "results.md").read_text()
     assert "**Verdict: not testable here** (primary claim: distilled − student alone" in md
 

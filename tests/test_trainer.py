@@ -57,7 +57,7 @@ def test_resume_is_identical_to_uninterrupted(tmp_path):
     resumed = _supervised(seed=123)  # fresh process: different init, everything must come from the checkpoint
     history = Trainer(resumed, data.train, cfg, tmp_path / "cut", seed=0, val=data.val).fit()
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    for (k, a), (_, b) in zip(full.student.state_dict().items(), resumed.student.state_dict().items()):
+    for (k, a), (_, b) in zip(full.student.state_dict().items(), resumed.student.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -99,16 +99,18 @@ def test_bf16_autocast_and_channels_last_train_with_fp32_master_weights(tmp_path
 def test_checkpoints_by_time_and_at_the_end_by_default(tmp_path, monkeypatch):
     """Issue #25: not every epoch (the demo wrote ~5.9 GB): after the last epoch, and once
     ``checkpoint_minutes`` have passed."""
-    import distillab.engine.trainer as tr
+    import distillab.engine.callbacks as cb
 
     saved = []
-    real = tr.save_train_state
-    monkeypatch.setattr(tr, "save_train_state", lambda run_dir, epoch, *a: saved.append(epoch) or real(run_dir, epoch, *a))
+    real = cb.save_train_state
+    monkeypatch.setattr(
+        cb, "save_train_state", lambda run_dir, epoch, *a: saved.append(epoch) or real(run_dir, epoch, *a)
+    )
     data = _digits()
     Trainer(_supervised(), data.train, TrainConfig(epochs=3), tmp_path / "a", seed=0).fit()
     assert saved == [3]
     saved.clear()
     clock = iter(range(0, 10_000, 400))  # each call 400 s later: past the 10-minute mark every other epoch
-    monkeypatch.setattr(tr, "_clock", lambda: next(clock))
+    monkeypatch.setattr(cb, "_clock", lambda: next(clock))
     Trainer(_supervised(), data.train, TrainConfig(epochs=4), tmp_path / "b", seed=0).fit()
     assert saved == [2, 4]

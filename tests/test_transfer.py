@@ -148,7 +148,7 @@ def test_transfer_and_freeze_external_models(name):
                 t.copy_(torch.randn_like(t) * 0.1 + 0.5)
     copy_blocks(tgt, src, 2)
     set_frozen(tgt, range(2))
-    for i, (tb, sb) in enumerate(zip(get_blocks(tgt), get_blocks(src))):
+    for i, (tb, sb) in enumerate(zip(get_blocks(tgt), get_blocks(src), strict=True)):
         ts, ss = tb.state_dict(), sb.state_dict()
         assert ts, i
         copied = all(torch.equal(ts[k], ss[k]) for k in ts if ts[k].is_floating_point())

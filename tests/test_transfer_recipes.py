@@ -40,9 +40,15 @@ def test_layer_transfer_n_out_of_range(tmp_path, capsys):
 
 def test_scratch_vs_pretrained_study(tmp_path, capsys):
     half = lambda part: dict(DATA, classes={"split": "random", "seed": 0, "part": part})  # noqa: E731
-    cfg = {"recipe": "scratch-vs-pretrained", "source": {"data": half("A"), "train": TRAIN},
-           "data": dict(half("B"), batch_size=16, train_subset=200), "model": {"name": "cnn:8-8", "kwargs": {"norm": "gn"}},
-           "train": {"epochs": 1, "optim": {"lr": 0.02}}, "schedules": [1, 2], "seeds": [0]}
+    cfg = {
+        "recipe": "scratch-vs-pretrained",
+        "source": {"data": half("A"), "train": TRAIN},
+        "data": dict(half("B"), batch_size=16, train_subset=200),
+        "model": {"name": "cnn:8-8", "kwargs": {"norm": "gn"}},
+        "train": {"epochs": 1, "optim": {"lr": 0.02}},
+        "schedules": [1, 2],
+        "seeds": [0],
+    }
     out = tmp_path / "svp"
     assert main(["run", _write(tmp_path / "c.yaml", cfg), "--out", str(out)]) == 0
     md = (out / "results.md").read_text()

@@ -171,7 +171,7 @@ def test_steps_per_epoch_fills_every_batch_from_a_tiny_set():
     seen = torch.cat([b.index for b in batches])
     assert torch.bincount(seen, minlength=10).min() >= 6  # 64 draws of 10 examples: each ~6 times
     again = list(prepare_data(cfg, 0).train)
-    assert all(torch.equal(a.index, b.index) for a, b in zip(batches, again))  # seeded by (seed, epoch)
+    assert all(torch.equal(a.index, b.index) for a, b in zip(batches, again, strict=True))  # seeded by (seed, epoch)
 
 
 def test_eval_view_resize_shows_the_whole_image():

@@ -7,7 +7,7 @@ import yaml
 
 from distillab.cli import main
 from distillab.config import validate
-from distillab.engine.plan import plan_study
+from distillab.recipes.plan import plan_study
 from distillab.recipes import RECIPES
 
 CFG = {"recipe": "benchmark", "data": {"source": "digits", "val_size": 200, "batch_size": 64}, "seeds": [0],
@@ -36,7 +36,7 @@ def test_each_arm_runs_its_grid_on_validation_and_the_seeds_use_the_best_point(t
 
 
 def test_planning_stops_where_the_choice_needs_results(tmp_path):
-    cls, module = RECIPES["benchmark"]
+    cls, module = RECIPES["benchmark"].config, RECIPES["benchmark"].module
     plan = plan_study(validate(cls, CFG), module, tmp_path / "o")
     assert not plan.complete
     names = [r.name for r in plan]
@@ -59,7 +59,7 @@ def test_unequal_effort_is_refused(tmp_path, capsys):
 def test_an_executor_trains_the_grid_then_plans_the_chosen_runs(tmp_path, monkeypatch):
     # run_study_on_ray with Ray replaced by in-process training: the first plan stops at the
     # choice, the second (with the trials' real results) plans the table's runs at the chosen point.
-    from distillab.engine import plan as plan_mod
+    from distillab.recipes import plan as plan_mod
     from distillab.engine.run import execute_run
 
     parts = []
@@ -70,7 +70,7 @@ def test_an_executor_trains_the_grid_then_plans_the_chosen_runs(tmp_path, monkey
             execute_run(r.spec, r.seed, r.run_dir, run_seed=r.run_seed)
 
     monkeypatch.setattr(plan_mod, "run_on_ray", train_locally)
-    cls, module = RECIPES["benchmark"]
+    cls, module = RECIPES["benchmark"].config, RECIPES["benchmark"].module
     out = tmp_path / "o"
     plan_mod.run_study_on_ray(validate(cls, CFG), module, out)
     assert len(parts) == 2 and parts[0][-1] == "tune/KD/t1"

@@ -104,7 +104,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     are rebuilt by name; other modules are loaded into an instance you pass to :func:`load`.
 
     ``device``: "cpu", "cuda", "cuda:1", … (default: CUDA when present). ``progress``: a live bar
-    (default: on a terminal). ``callbacks``: objects with ``on_epoch_start(epoch)``.
+    (default: on a terminal). ``callbacks``: :class:`~distillab.engine.callbacks.Callback` objects
+    (named hooks: on_fit_start/end, on_epoch_start/end with the record, state_dict for resume; an
+    object with only ``on_epoch_start(epoch)`` is still accepted).
     ``train_config`` replaces the optimiser/schedule keyword arguments with a full
     :class:`~distillab.config.TrainConfig`.
     """
@@ -142,11 +144,11 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
     with tempfile.TemporaryDirectory(prefix="distillab-") as tmp:
         folder = Path(run_dir) if run_dir is not None else Path(tmp)
         _claim_api_run(folder, cfg, tcfg, seed, objective, spec)
-        from distillab.engine.run import MODEL_FILE, RunLock, read_summary
+        from distillab.engine.run_folder import MODEL_FILE, RunLock, is_finished, read_summary
 
         lock = RunLock(folder)
         try:
-            if (folder / "summary.json").is_file() and (folder / MODEL_FILE).is_file():  # finished: read back
+            if is_finished(folder) and (folder / MODEL_FILE).is_file():  # finished: read back
                 _load_weights(student, folder / MODEL_FILE)
                 summary = read_summary(folder)
                 history = _history(folder)
@@ -164,7 +166,9 @@ def distill(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None,
                     history = trainer.fit()
                 warning = trainer.warning
                 if run_dir is not None:
-                    which = "test_data" if test_data is not None else "val_data" if val_data is not None else "train_data"
+                    which = (
+                        "test_data" if test_data is not None else "val_data" if val_data is not None else "train_data"
+                    )
                     _finish_run(folder, objective, spec, cfg, tcfg, seed, history, warning, dev,
                                 {"test_data": test_data, "val_data": val_data, "train_data": train_data}[which],
                                 which, batch_size)
@@ -240,7 +244,7 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _history(folder: Path) -> list[dict[str, Any]]:
-    from distillab.engine.run import read_metrics
+    from distillab.engine.run_folder import read_metrics
 
     return read_metrics(folder)
 
@@ -253,7 +257,7 @@ def _finish_run(folder: Path, objective: Objective, spec: dict[str, Any], cfg: A
     import json
 
     from distillab.engine.checkpoint import atomic_write_text, drop_train_state, save_model
-    from distillab.engine.run import MODEL_FILE, SUMMARY_FILE
+    from distillab.engine.run_folder import MODEL_FILE, SUMMARY_FILE
     from distillab.models import count_params
     from distillab.profile import count_macs
 
@@ -284,32 +288,14 @@ def _claim_api_run(folder: Path, cfg: Any, tcfg: TrainConfig, seed: int, objecti
     """Record what a ``run_dir`` trains (method and training config, seed, parameter shapes) and
     refuse to resume a folder that holds something else — e.g. the previous call of a sweep.
     ``config.yaml`` holds the same record, so ``distillab report`` groups API runs as CLI ones."""
-    import json
-
-    import yaml
-
-    from distillab.engine.checkpoint import atomic_write_text
+    from distillab.engine.run_folder import claim_api_run
 
     what = {"method": cfg.model_dump(mode="json", exclude={"teacher"}), "train": tcfg.model_dump(mode="json"),
             "seed": seed, "shapes": {k: list(v.shape) for k, v in objective.state_dict().items()
                                      if not k.startswith("teacher.")}}
-    record = folder / "api_run.json"
-    if record.is_file():
-        try:
-            before = json.loads(record.read_text())
-        except ValueError:
-            before = None
-        if before != json.loads(json.dumps(what)):
-            raise UserError(f"run_dir {folder} holds another run (different method, training settings, seed or "
-                            f"model); give each call its own run_dir, or delete it")
-        return
-    if folder.is_dir() and any(folder.iterdir()):
-        raise UserError(f"run_dir {folder} is not empty and was not written by distillab.distill; use a new folder")
-    folder.mkdir(parents=True, exist_ok=True)
     config = {"model": {k: spec[k] for k in ("name", "kwargs", "module") if k in spec},
               "method": what["method"], "train": what["train"], "seed": seed}
-    atomic_write_text(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    atomic_write_text(record, json.dumps(what))
+    claim_api_run(folder, what, config)
 
 
 def train(model: nn.Module, train_data: Any, **kwargs: Any) -> FitResult:
@@ -328,7 +314,7 @@ def run_study(config: dict[str, Any], out: str | Path, *, resume: bool = False, 
     results table as Markdown. Finished runs in ``out`` are read back, never retrained."""
     from rich.console import Console
 
-    from distillab.cli import run_config
+    from distillab.studies import run_config
 
     console = Console(quiet=quiet)
     return run_config(dict(config), Path(out), console, "config", resume)

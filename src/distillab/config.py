@@ -70,8 +70,13 @@ class DataConfig(Strict):
 
     source: str = "fashion-mnist"
     data_dir: str | None = None
-    image_size: int = Field(32, ge=4, le=4096, description="side length images of imagefolder sources are resized to")
-    resize: int | None = Field(None, ge=4, le=4096, description="resize every image to this side length once, in memory")
+    image_size: int | None = Field(None, ge=4, le=4096, description="imagefolder sources: resize every image to this "
+                                   "side length (default: keep the images' own size, if they share one)")
+    channels: Literal[1, 3] | None = Field(None, description="imagefolder sources: convert to 1 (grey) or 3 (RGB) "
+                                           "channels (default: 1 when every image is grey, else 3)")
+    resize: int | None = Field(
+        None, ge=4, le=4096, description="resize every image to this side length once, in memory"
+    )
     val_size: int = Field(5000, ge=0, description="examples held out of the training set for validation")
     train_subset: int | None = Field(None, ge=1, description="use only this many training examples (seeded)")
     classes: ClassSplitConfig | None = Field(None, description="keep only half A or B of the classes")
@@ -88,6 +93,17 @@ class DataConfig(Strict):
     eval_batch_size: int = Field(1000, ge=1)
     num_workers: int = Field(2, ge=0, description="decoding processes for streaming sources (webdataset:PATH)")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_of_image_folders(cls, v: int | None, info: Any) -> int | None:
+        # Built-in sources have fixed channels, and shards keep those they were packed with: a
+        # conversion there would be ignored silently.
+        source = info.data.get("source", "")
+        if v is not None and not source.startswith("imagefolder:"):
+            how = " (pack with `data pack --channels`)" if source.startswith("webdataset:") else ""
+            raise ValueError(f"applies to imagefolder:PATH sources only, not {source!r}{how}")
+        return v
 
 
 def _plain_data(value: Any, budget: int = 10_000) -> None:
@@ -149,7 +165,9 @@ class OptimConfig(Strict):
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "step", "cosine"] = "cosine"
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of training")
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of training"
+    )
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
@@ -182,7 +200,9 @@ def find_all(cfg: BaseModel, cls: type[BaseModel]) -> list[Any]:
     found: list[Any] = []
     for name in type(cfg).model_fields:
         value = getattr(cfg, name)
-        values = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else [value]
+        values = (
+            value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else [value]
+        )
         for v in values:
             if isinstance(v, cls):
                 found.append(v)
@@ -245,7 +265,9 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
         from distillab.errors import did_you_mean
 
         key = str(first["loc"][-1])
-        msg = "unknown key" + (f"; did you mean {ALIASES[key]}?" if key in ALIASES else did_you_mean(key, _config_keys()))
+        msg = "unknown key" + (
+            f"; did you mean {ALIASES[key]}?" if key in ALIASES else did_you_mean(key, _config_keys())
+        )
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     got = ""
     if first["type"] != "extra_forbidden" and "input" in first and not isinstance(first["input"], dict):

@@ -46,7 +46,9 @@ class Preprocessed(nn.Module):
         return self.model(x)
 
 
-def for_deployment(model: nn.Module, spec: dict[str, Any], input: InputKind = "raw") -> tuple[nn.Module, dict[str, str]]:
+def for_deployment(
+    model: nn.Module, spec: dict[str, Any], input: InputKind = "raw"
+) -> tuple[nn.Module, dict[str, str]]:
     """The module to export for ``input`` and the metadata to record with it (input kind, layout,
     normalisation, class names)."""
     if input not in ("raw", "uint8", "normalized"):
@@ -63,7 +65,9 @@ def for_deployment(model: nn.Module, spec: dict[str, Any], input: InputKind = "r
         meta["distillab.classes"] = json.dumps(list(map(str, spec["classes"])))
     if input == "normalized" or (not norm and input == "raw"):
         return model, meta
-    return Preprocessed(model, norm["mean"] if norm else None, norm["std"] if norm else None, input == "uint8").eval(), meta
+    return Preprocessed(
+        model, norm["mean"] if norm else None, norm["std"] if norm else None, input == "uint8"
+    ).eval(), meta
 
 
 def _sample(in_shape: tuple[int, ...], n: int, uint8: bool) -> torch.Tensor:
@@ -137,8 +141,16 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, in_shape: tuple[int, ...], tm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated but exact and fast here
         try:
-            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], opset_version=opset,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
         except Exception:  # noqa: BLE001 - fall back to the torch.export-based exporter
             tmp.unlink(missing_ok=True)
             torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
@@ -172,3 +184,15 @@ def export_torchscript(model: nn.Module, in_shape: tuple[int, ...], path: str | 
         tmp.unlink(missing_ok=True)
         raise UserError(f"TorchScript export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return diff
+
+
+def check_targets(onnx: str | None, torchscript: str | None) -> None:
+    """An export never replaces a file (a run's own model, the user's files), nor writes both formats
+    to one name."""
+    targets = [(flag, Path(f)) for flag, f in (("--onnx", onnx), ("--torchscript", torchscript)) if f]
+    if len(targets) == 2 and targets[0][1].resolve() == targets[1][1].resolve():
+        raise UserError("--onnx and --torchscript name the same file; give two names")
+    for flag, target in targets:  # an export never replaces a file (a run's own model, the user's files)
+        if target.exists() or target.is_symlink():
+            raise UserError(f"{flag} {target} already exists; distillab export never replaces a file: remove it "
+                            f"or choose a new name")

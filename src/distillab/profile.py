@@ -3,9 +3,11 @@ speed-up and compression rate relative to a reference model."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -69,8 +71,11 @@ def onnx_latency_stats(path: str, in_shape: tuple[int, int, int], batch: int, re
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     rng = np.random.default_rng(0)
-    x = (rng.integers(0, 256, (batch, *in_shape), dtype=np.uint8) if first.type == "tensor(uint8)"  # export --input uint8
-         else rng.standard_normal((batch, *in_shape), np.float32))
+    x = (
+        rng.integers(0, 256, (batch, *in_shape), dtype=np.uint8)
+        if first.type == "tensor(uint8)"  # export --input uint8
+        else rng.standard_normal((batch, *in_shape), np.float32)
+    )
     feed = {first.name: x}
     for _ in range(warmup):
         session.run(None, feed)
@@ -133,3 +138,138 @@ def human(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{unit}"
     return str(int(n))
+
+
+# ---------------------------------------------------------------- `distillab profile`: one item → one row
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"1x28x28"`` → (1, 28, 28): one square image's channels and sides (``--input-shape``)."""
+    from distillab.errors import UserError
+
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--input-shape {text!r} must look like CxHxW, e.g. 1x28x28") from None
+    if h != w or min(c, h) <= 0:
+        raise UserError(f"--input-shape {text!r}: need square images with positive sizes")
+    if c > 64 or h > 2048:
+        raise UserError(f"--input-shape {text!r}: at most 64 channels and 2048 pixels a side")
+    return c, h, w
+
+
+def profile_item(arg: str, input_shape: str = "1x28x28", num_classes: int = 10, repeats: int = 20,
+                 runtime: str = "torch") -> Cost:
+    """A model name, a run folder / model file, or an ONNX file → its cost row."""
+    import tempfile
+
+    from distillab.errors import UserError
+
+    path = Path(arg)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise UserError(f"ONNX file not found: {path}")
+        try:
+            import onnx
+            import onnxruntime  # noqa: F401 - needed to time it
+        except ImportError:
+            raise UserError(
+                "profiling ONNX files needs onnx and onnxruntime: pip install 'distillab[export]'"
+            ) from None
+        try:
+            graph = onnx.load(str(path)).graph
+        except Exception as e:  # noqa: BLE001 - onnx raises many types for a bad file
+            raise UserError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
+        if not graph.input:
+            raise UserError(f"{path} has no graph input to feed")
+        params = sum(math.prod(t.dims) for t in graph.initializer)
+        all_dims = list(graph.input[0].type.tensor_type.shape.dim)
+        if all_dims and len(all_dims) != 4:  # profile feeds (N, C, H, W) image batches
+            raise UserError(f"{path} takes a rank-{len(all_dims)} input; profile times image models "
+                            f"(N x C x H x W)")
+        dims = [d.dim_value for d in all_dims][1:]
+        shape = tuple(dims) if len(dims) == 3 and all(dims) else parse_shape(input_shape)
+        try:
+            b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(path), shape, b, r), repeats)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (unknown op, bad graph)
+            first = str(e).splitlines()[0][:160] if str(e) else ""
+            raise UserError(f"{path} cannot be run by onnxruntime ({type(e).__name__}: {first})") from None
+        return Cost(path.name, params, None, b1[0], b256[0], b1[1:], b256[1:])
+    if path.is_dir() or path.suffix == ".safetensors":
+        from distillab.export import load_student
+
+        model, shape = load_student(path)
+        name = str(path)
+    else:
+        from distillab.models import create_model
+
+        shape = parse_shape(input_shape)
+        model, name = create_model(arg, num_classes, shape[0], shape[1]).eval(), arg
+    params = sum(p.numel() for p in model.parameters())
+    if runtime == "onnxruntime":
+        from distillab.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            export_onnx(model, shape, Path(d) / "m.onnx")
+            b1, b256 = batch_1_and_256(lambda b, r: onnx_latency_stats(str(Path(d) / "m.onnx"), shape, b, r),
+                                       repeats)
+    else:
+        b1, b256 = batch_1_and_256(lambda b, r: latency_stats(model, shape, b, r), repeats)
+    return Cost(name, params, count_macs(model, shape), b1[0], b256[0], b1[1:], b256[1:])
+
+
+def profile_accuracy(item: str, source: str, data_dir: str | None) -> float | None:
+    """Test accuracy of a run folder / model file (PyTorch, its own normalisation) or of an ONNX
+    file (onnxruntime, fed what its metadata says it takes: raw 0..1, uint8 or normalised
+    images); None for a bare model name."""
+    import json
+
+    import torch
+
+    from distillab.config import DataConfig
+    from distillab.data import prepare_data
+
+    path = Path(item)
+    bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0)
+    raw, labels = bundle.test.x.cpu(), bundle.test.y.cpu()  # uint8 images as stored, no normalisation
+    if path.suffix == ".onnx":
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        first = session.get_inputs()[0]
+        kind = meta.get("distillab.input", "")
+        preds = []
+        for i in range(0, len(raw), 500):
+            x = raw[i:i + 500]
+            if first.type == "tensor(uint8)":
+                feed = x.numpy()
+            elif kind.startswith("float32 0..1") or "distillab.mean" not in meta:
+                feed = x.float().numpy() / 255.0
+            else:  # exported --input normalized: normalise as its metadata says
+                mean = np.array(json.loads(meta["distillab.mean"]), np.float32).reshape(1, -1, 1, 1)
+                std = np.array(json.loads(meta["distillab.std"]), np.float32).reshape(1, -1, 1, 1)
+                feed = (x.float().numpy() / 255.0 - mean) / std
+            preds.append(torch.from_numpy(session.run(None, {first.name: feed})[0]).argmax(1))
+        return float((torch.cat(preds) == labels).float().mean())
+    if path.is_dir() or path.suffix == ".safetensors":
+        from distillab.engine.checkpoint import read_model_spec
+        from distillab.engine.trainer import evaluate
+        from distillab.export import load_student
+
+        model, _ = load_student(path)
+        norm = read_model_spec(path)[1].get("normalize")
+        bundle = prepare_data(DataConfig(source=source, data_dir=data_dir, val_size=0), 0, normalization=norm)
+        return evaluate(model, bundle.test)["acc"]
+    return None
+
+
+def latency_note(runtime: str, repeats: int, reference: str) -> str:
+    """The footnote under ``distillab profile``'s table: how each column was measured."""
+    return (
+        f"\nCPU latency ({runtime}; .onnx files always in onnxruntime; their BatchNorm layers, if any, "
+        "are folded into the convs, hence fewer params): median [inter-quartile range] over "
+        f"{repeats} repeats at batch 1, "
+        f"max(5, repeats/4) at 256, after 3 warm-up passes; speed-up = latency@256 of {reference} / latency@256, "
+        f"compression = params of {reference} / params."
+    )

@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillab.config import Strict
 from distillab.data.batch import as_batch
+from distillab.engine.callbacks import Callback
 from distillab.errors import UserError
 from distillab.models import get_blocks
 
@@ -64,7 +65,7 @@ def copy_blocks(target: nn.Module, source: nn.Module, n: int) -> None:
     """Copy the weights and buffers of blocks 0..n-1 from ``source`` into ``target``."""
     check_n(target, n)
     check_n(source, n, "n (source)")
-    for i, (t, s) in enumerate(zip(get_blocks(target)[:n], get_blocks(source)[:n])):
+    for i, (t, s) in enumerate(zip(get_blocks(target)[:n], get_blocks(source)[:n], strict=True)):
         ts, ss = t.state_dict(), s.state_dict()
         if ts.keys() != ss.keys() or any(ts[k].shape != ss[k].shape for k in ts):
             raise UserError(f"source block {i} does not match the target's architecture "
@@ -108,14 +109,18 @@ class InitConfig(Strict):
     layer_decay: float | None = Field(None, gt=0, le=1, description="per-block lr factor, head = 1")
 
 
-class FreezeSchedule:
+class FreezeSchedule(Callback):
     """Frozen blocks ``0..n-1`` until epoch ``unfreeze_at``; a pure function of the epoch, so a
-    resumed run is in the same state as an uninterrupted one."""
+    resumed run is in the same state as an uninterrupted one (nothing to save in ``state_dict``)."""
 
     def __init__(self, model: nn.Module, n: int, unfreeze_at: int | None) -> None:
         self.model, self.n, self.unfreeze_at = model, n, unfreeze_at
 
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self.apply(epoch)
+
+    def apply(self, epoch: int) -> None:
+        """Freeze or unfreeze the blocks as epoch ``epoch`` (0-based) needs."""
         frozen = self.unfreeze_at is None or epoch < self.unfreeze_at
         set_frozen(self.model, range(self.n), frozen)
 
@@ -169,6 +174,6 @@ def apply_init(model: nn.Module, cfg: InitConfig, load: Callable[[str], nn.Modul
         recalibrate_norms(model, range(cfg.blocks), train)
     if cfg.freeze and cfg.blocks:
         schedule = FreezeSchedule(model, cfg.blocks, cfg.unfreeze_at)
-        schedule.on_epoch_start(0)
+        schedule.apply(0)
         return [schedule]
     return []

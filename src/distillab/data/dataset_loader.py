@@ -99,7 +99,7 @@ def _labels(y: Any, where: str, num_classes: int | None) -> torch.Tensor:
 def _collate(items: list[Any]) -> Batch:
     if len(items) == 1 and isinstance(items[0], Batch):
         return items[0]  # fetched whole by __getitems__
-    xs, ys, idx = zip(*items)
+    xs, ys, idx = zip(*items, strict=True)
     return Batch(torch.stack([torch.as_tensor(x) for x in xs]), torch.stack(ys), torch.tensor(idx))
 
 

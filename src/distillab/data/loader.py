@@ -231,7 +231,11 @@ class BatchLoader:
             need = self.steps_per_epoch * self.batch_size
             order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))]).to(self.device)
         else:
-            order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
+            order = (
+                torch.randperm(n, generator=gen).to(self.device)
+                if self.shuffle
+                else torch.arange(n, device=self.device)
+            )
         views = None
         if self.views is not None:
             pick = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=3))

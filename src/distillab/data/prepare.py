@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from distillab.config import DataConfig
 from distillab.data.loader import BatchLoader
-from distillab.data.sources import Dataset, load_source
+from distillab.data.sources import Dataset, load_source, resolve_source
 from distillab.errors import UserError
 from distillab.data.splits import class_split, few_shot_indices, subset_indices, train_val_indices
 
@@ -62,9 +62,10 @@ def _source_stats(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 @lru_cache(maxsize=4)
-def _cached_source(name: str, data_dir: str | None, image_size: int) -> Dataset:
+def _cached_source(name: str, data_dir: str | None, image_size: int | None = None,
+                   channels: int | None = None) -> Dataset:
     # Recipes train many models on one dataset: read and decode the files once per process.
-    return load_source(name, data_dir, image_size)
+    return load_source(name, data_dir, image_size, channels)
 
 
 def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
@@ -75,11 +76,11 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
 
     Inputs are normalised with ``normalization`` ({"mean": [...], "std": [...]}, e.g. the one a
     transferred model was trained with), else with the source's fixed statistics."""
-    if dataset is None and cfg.source.startswith("webdataset:"):  # shards on disk, read batch by batch
-        from distillab.data.streaming import prepare_stream
-
-        return prepare_stream(cfg, seed, order_seed, normalization, device)
-    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size)
+    if dataset is None:
+        entry, _ = resolve_source(cfg.source)
+        if entry.stream is not None:  # a streamed kind (webdataset:PATH): read batch by batch
+            return entry.stream(cfg, seed, order_seed, normalization, device)
+    ds = dataset if dataset is not None else _cached_source(cfg.source, cfg.data_dir, cfg.image_size, cfg.channels)
     if normalization is not None:
         mean_t, std_t = tuple(normalization["mean"]), tuple(normalization["std"])
         if len(mean_t) != ds.shape[0] or len(std_t) != ds.shape[0]:
@@ -109,7 +110,7 @@ def prepare_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu",
         tr = tr[few_shot_indices(y[tr], cfg.shots, seed)]
     xtr = x[tr]
     common = dict(mean=torch.tensor(mean_t), std=torch.tensor(std_t), device=device)
-    from distillab.engine.distributed import current
+    from distillab.distributed import current
 
     d = current()
     if d.enabled and cfg.batch_size % d.world:

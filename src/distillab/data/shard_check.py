@@ -18,6 +18,9 @@ from typing import Any
 from distillab.errors import UserError
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+# The first bytes of each image format (and bytes 8..11 where the format names itself there: WebP).
+SIGNATURES = {"png": ((b"\x89PNG\r\n\x1a\n", b""),), "jpg": ((b"\xff\xd8\xff", b""),),
+              "jpeg": ((b"\xff\xd8\xff", b""),), "webp": ((b"RIFF", b"WEBP"),)}
 _SCANNED: dict[tuple[str, int, int, int], int] = {}  # (shard, size, mtime, classes) → examples
 
 
@@ -86,6 +89,12 @@ def _scan(shard: Path, num_classes: int) -> int:
                     continue
                 key, _, ext = m.name.partition(".")
                 keys.setdefault(key, set()).add(ext)
+                if ext in SIGNATURES:  # bytes that are not an image would fail later, in a DataLoader worker
+                    f = tar.extractfile(m)
+                    head = f.read(12) if f is not None else b""
+                    if not any(head.startswith(sig) and head[8:12].startswith(tail) for sig, tail in SIGNATURES[ext]):
+                        raise _bad(shard, f"example {key}'s {ext} payload is not a {ext.upper()} image "
+                                          f"(it starts {head[:8]!r})")
                 if ext == "cls":
                     f = tar.extractfile(m)
                     raw = f.read(32) if f is not None else b""

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from distillab.errors import UserError
+from distillab.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -29,6 +34,72 @@ STANDARD_DIRS: list[Path] = [
     Path.home() / ".cache" / "distillab",
     Path("data"),
 ]
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """A registered data source. ``load(data_dir=, image_size=[, path=][, channels=])`` returns a :class:`Dataset`
+    held in memory; a streamed kind has ``load=None`` and ``stream(cfg, seed, order_seed,
+    normalization, device)`` → DataBundle plus ``describe(path)`` → (shape, num_classes) read from
+    metadata alone (preflight). ``takes_path``: written ``name:PATH`` in a config."""
+
+    name: str
+    load: Callable[..., Dataset] | None
+    takes_path: bool
+    help: str
+    stream: Callable[..., Any] | None = None
+    describe: Callable[[str], tuple[tuple[int, ...], int]] | None = None
+
+    @property
+    def shape(self) -> str:
+        """How a config names it: ``digits``, ``imagefolder:PATH``."""
+        return f"{self.name}:PATH" if self.takes_path else self.name
+
+
+SOURCES: Registry[SourceEntry] = Registry("source", "; `distillab list sources` describes them")
+
+
+def register_source(name: str, *, takes_path: bool = False, help: str = "",
+                    stream: Callable[..., Any] | None = None,
+                    describe: Callable[[str], tuple[tuple[int, ...], int]] | None = None) -> Callable[[F], F]:
+    """Register a data source under ``name`` (usable as ``data.source: name`` in any config).
+
+    >>> @register_source("my-data")                           # doctest: +SKIP
+    ... def my_data(data_dir=None, image_size=None, **_):
+    ...     return Dataset("my-data", x_train, y_train, x_test, y_test, classes)
+
+    The decorated function gets ``data_dir`` and ``image_size`` (``data.image_size``: None unless a
+    config sets it, i.e. the data's own size), and ``path`` with ``takes_path`` (``name:PATH``);
+    ``channels`` is passed only when set (``data.channels``, image folders only). The first line of
+    its docstring is the help ``distillab list sources`` prints.
+    A streamed kind (``stream=``, ``describe=``) may decorate ``None``'s stand-in, a function
+    that is never called to load into memory."""
+    if not name or ":" in name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"source name {name!r}: use letters, digits, '_', '.', '-'")
+
+    def deco(fn: F) -> F:
+        text = help or (fn.__doc__ or "").strip().split("\n")[0]
+        SOURCES.add(name, SourceEntry(name, None if stream is not None else fn, takes_path or stream is not None,
+                                      text, stream, describe), fn.__module__)
+        return fn
+
+    return deco
+
+
+def resolve_source(name: object) -> tuple[SourceEntry, str | None]:
+    """The registry entry of a ``data.source`` value and its ``PATH`` part (None without one)."""
+    if not isinstance(name, str):
+        raise UserError(f"data.source: {name!r} is not a source name")
+    family, sep, rest = name.partition(":")
+    entry = SOURCES.get(family)
+    if entry is not None and entry.takes_path == bool(sep):
+        return entry, rest if sep else None
+    from distillab.errors import did_you_mean
+
+    shapes = [e.shape for e in SOURCES.values()]
+    close = did_you_mean(family, [e.name for e in SOURCES.values() if e.takes_path]) if sep else ""
+    hint = close.replace("?", "").split(" or ")[0] + f":{rest}?" if close else did_you_mean(name, shapes)
+    raise UserError(f"data.source: unknown source {name!r}{hint} (known: {', '.join(shapes)})")
 
 
 @dataclass
@@ -55,7 +126,9 @@ class Dataset:
         """Reject data a model would silently mis-train on (labels out of range, bad dtype)."""
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != torch.uint8 or x.ndim != 4:
-                raise UserError(f"data {self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+                raise UserError(
+                    f"data {self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+                )
             if len(x) != len(y):
                 raise UserError(f"data {self.name}: {split} has {len(x)} images but {len(y)} labels")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
@@ -235,9 +308,10 @@ def _load_digits(test_fraction: float = 0.2) -> Dataset:
 
 
 # ---------------------------------------------------------------- image folders
-def _load_imagefolder(path: str, image_size: int) -> Dataset:
-    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*``, resized to ``image_size``."""
-    from distillab.data.images import list_images, read_image
+def _load_imagefolder(path: str, image_size: int | None = None, channels: int | None = None) -> Dataset:
+    """``PATH/train/<class>/*`` and ``PATH/{val,test}/<class>/*`` at their own size and channels (grey
+    stays grey), or resized to ``image_size`` / converted to ``channels`` when given."""
+    from distillab.data.images import image_format, list_images, read_image
 
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -246,41 +320,74 @@ def _load_imagefolder(path: str, image_size: int) -> Dataset:
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
         raise UserError(f"data imagefolder: {root} needs train/ and test/ (or val/) subfolders of class folders")
+    train, classes = list_images(train_dir)  # symlink loops, FIFOs, 16-bit images and bombs handled
+    test, found = list_images(test_dir)
+    if found != classes:
+        raise UserError(f"data imagefolder: class folders of {test_dir} differ from those of {train_dir}")
+    c, size = image_format([(train_dir, train), (test_dir, test)], image_size, channels)
 
-    def load(folder: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        samples, found = list_images(folder)  # symlink loops, FIFOs, 16-bit images and bombs handled
-        if classes is not None and found != classes:
-            raise UserError(f"data imagefolder: class folders of {folder} differ from those of {train_dir}")
-        xs = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
+    def load(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = np.empty((len(samples), size, size, c), dtype=np.uint8)
         for i, (p, _) in enumerate(samples):
-            xs[i] = read_image(p, image_size)
-        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples]), found
+            xs[i] = read_image(p, size, c)
+        return torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor([t for _, t in samples])
 
-    xtr, ytr, classes = load(train_dir, None)
-    xte, yte, _ = load(test_dir, classes)
+    xtr, ytr = load(train)
+    xte, yte = load(test)
     return Dataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, classes).check()
 
 
-SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "imagefolder:PATH", "webdataset:PATH")
+def _fashion_mnist(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """70k 28x28 grey clothing images, 10 classes (Debian: dataset-fashion-mnist)"""
+    return _load_idx_family("fashion-mnist", "FashionMNIST", "dataset-fashion-mnist", FASHION_CLASSES, data_dir)
 
 
-def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 32) -> Dataset:
-    """Load a named dataset into memory. ``name`` is one of :data:`SOURCES`."""
-    if name == "fashion-mnist":
-        return _load_idx_family(name, "FashionMNIST", "dataset-fashion-mnist", FASHION_CLASSES, data_dir)
-    if name == "mnist":
-        return _load_idx_family(name, "MNIST", None, [str(i) for i in range(10)], data_dir)
-    if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, data_dir)
-    if name == "digits":
-        return _load_digits()
-    if name.startswith("imagefolder:"):
-        return _load_imagefolder(name.split(":", 1)[1], image_size)
-    if name.startswith("webdataset:"):
+def _mnist(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """70k 28x28 grey digits, 10 classes"""
+    return _load_idx_family("mnist", "MNIST", None, [str(i) for i in range(10)], data_dir)
+
+
+def _cifar10(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """60k 32x32 colour images, 10 classes"""
+    return _load_cifar("cifar10", data_dir)
+
+
+def _cifar100(data_dir: str | os.PathLike | None = None, **_: object) -> Dataset:
+    """60k 32x32 colour images, 100 classes"""
+    return _load_cifar("cifar100", data_dir)
+
+
+def _digits(**_: object) -> Dataset:
+    """scikit-learn's bundled 1,797 8x8 digits (always available; used by the tests)"""
+    return _load_digits()
+
+
+def _imagefolder(path: str, image_size: int | None = None, channels: int | None = None, **_: object) -> Dataset:
+    """PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, at their own size and channels"""
+    return _load_imagefolder(path, image_size, channels)
+
+
+# The built-in in-memory sources (registered here: their loaders are the functions above).
+for _name, _fn in (("fashion-mnist", _fashion_mnist), ("mnist", _mnist), ("cifar10", _cifar10),
+                   ("cifar100", _cifar100), ("digits", _digits)):
+    register_source(_name)(_fn)
+register_source("imagefolder", takes_path=True,
+                help="PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, at their own size and channels "
+                     "(data.image_size / data.channels convert them)")(_imagefolder)
+
+
+def load_source(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                channels: int | None = None) -> Dataset:
+    """Load a named dataset into memory. ``name`` is a registered source (:data:`SOURCES`), with
+    ``:PATH`` for kinds that take one (``imagefolder:PATH``); ``image_size`` and ``channels``
+    convert an image folder's images (default: as they are)."""
+    entry, arg = resolve_source(name)
+    if entry.load is None:
         raise UserError(f"data.source {name!r} is streamed from disk, not loaded into memory")
-    from distillab.errors import did_you_mean
-
-    family, sep, rest = name.partition(":")
-    close = did_you_mean(family, ["imagefolder", "webdataset"]) if sep else ""
-    hint = close.replace("?", "").split(" or ")[0] + f":{rest}?" if close else did_you_mean(name, SOURCES)
-    raise UserError(f"data.source: unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")
+    kwargs: dict[str, Any] = {"path": arg} if entry.takes_path else {}
+    if channels is not None:  # only image folders take it (DataConfig refuses it elsewhere)
+        kwargs["channels"] = channels
+    ds = entry.load(data_dir=data_dir, image_size=image_size, **kwargs)
+    if not isinstance(ds, Dataset):
+        raise UserError(f"data.source {name!r}: its loader returned {type(ds).__name__}, not a distillab Dataset")
+    return ds.check()

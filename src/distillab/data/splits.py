@@ -43,7 +43,7 @@ def subset_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     shares = exact.floor().long()
     shares[(exact - shares).argsort(descending=True)[: size - int(shares.sum())]] += 1
     picked = []
-    for c, k in zip(classes.tolist(), shares.tolist()):
+    for c, k in zip(classes.tolist(), shares.tolist(), strict=True):
         pos = (labels == c).nonzero().flatten()
         picked.append(pos[torch.randperm(len(pos), generator=gen)[:k]])
     return torch.cat(picked).sort().values

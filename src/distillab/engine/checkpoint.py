@@ -21,9 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.engine.run_folder import CHECKPOINT_GLOB, MODEL_FILE, STATE_FILE, checkpoint_name  # noqa: F401 - re-exported
 
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.json"
 
 
 def _tmp(path: Path) -> Path:
@@ -81,7 +80,9 @@ def read_model_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
-        seeds = sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        seeds = (
+            sorted(d.name for d in p.parent.glob("seed*") if (d / MODEL_FILE).is_file()) if p.parent.is_dir() else []
+        )
         if seeds:  # a role folder (runs/x/teacher) instead of one of its runs (runs/x/teacher/seed0)
             raise UserError(f"model checkpoint not found: {p}; {p.parent} is a role folder holding the runs "
                             f"{', '.join(seeds[:4])}: name one, e.g. {p.parent / seeds[0]}")
@@ -199,7 +200,7 @@ def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], o
                 tensors[f"optim.{idx}.{k}"] = v
             else:
                 scalars.setdefault(str(idx), {})[k] = v
-    fname = f"ckpt-{epoch:04d}.safetensors"
+    fname = checkpoint_name(epoch)
     _save_tensors(run_dir / fname, tensors)
     state = {"epoch": epoch, "file": fname, "param_groups": opt["param_groups"], "optim_scalars": scalars, **extra}
     old = read_train_state(run_dir)
@@ -211,7 +212,7 @@ def save_train_state(run_dir: Path, epoch: int, modules: dict[str, nn.Module], o
 def drop_train_state(run_dir: Path) -> None:
     """Delete the resumable state of a finished run: the commit point first, then the files."""
     (run_dir / STATE_FILE).unlink(missing_ok=True)
-    for f in run_dir.glob("ckpt-*.safetensors"):
+    for f in run_dir.glob(CHECKPOINT_GLOB):
         f.unlink(missing_ok=True)
 
 
@@ -264,7 +265,9 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
         try:
             mod.load_state_dict(sd)
         except RuntimeError as e:
-            raise UserError(f"checkpoint {run_dir / state['file']} does not match {name} ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"checkpoint {run_dir / state['file']} does not match {name} ({str(e).splitlines()[0]})"
+            ) from None
     opt_state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -277,6 +280,8 @@ def load_train_state(run_dir: Path, modules: dict[str, nn.Module], optimizer: to
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart") from None
+        raise UserError(
+            f"training state {run_dir / STATE_FILE} does not match this run's optimiser "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); rerun with --restart"
+        ) from None
     return state

@@ -78,3 +78,52 @@ def safe_name(name: str, what: str) -> str:
         raise UserError(f"{what}: {name!r} is not a plain relative name (letters, digits, '-', '_', '.'; no "
                         f"'..', leading '.', absolute path or control character)")
     return name
+
+
+# ---------------------------------------------------------------- study folders (--out)
+def _legacy_study(out: Path) -> bool:
+    """A study folder written before markers existed: its ``study.json`` is distillab's record, or it
+    holds distillab run folders (``<name>[/<sub>]/seed<k>/config.yaml`` with the derived seeds)."""
+    import json
+
+    import yaml
+
+    try:
+        rec = json.loads((out / "study.json").read_text(encoding="utf-8"))
+        if isinstance(rec, dict) and {"command", "config_yaml"} <= set(rec):
+            return True
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    for cfg in [*out.glob("*/seed*/config.yaml"), *out.glob("*/*/seed*/config.yaml")][:20]:
+        try:
+            saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(saved, dict) and {"seed", "run_seed"} <= set(saved):
+            return True
+    return False
+
+
+def check_study_folder(out: Path) -> None:
+    """Refuse an ``--out`` that distillab did not make and that is not empty (a project folder, a
+    folder of the user's files): the study would write its tables over theirs. Reads only."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if is_empty(out) or has_marker(out, "study") or _legacy_study(out):
+        return
+    raise UserError(f"--out {out} is not empty and was not made by distillab (no {MARKER} marker); choose a new "
+                    f"or empty folder")
+
+
+def claim_study_folder(out: Path) -> None:
+    """Create the study folder if needed and mark it as distillab's (before its first file is written).
+    A legacy study folder is adopted with the result files it already holds."""
+    if has_marker(out, "study"):
+        return
+    check_study_folder(out)
+    import re
+
+    out.mkdir(parents=True, exist_ok=True)
+    known = re.compile(r"(results.*\.(md|csv)|study\.json|costs\.json|[\w-]+\.(png|svg))")
+    adopted = [p.name for p in out.iterdir() if p.is_file() and known.fullmatch(p.name)] if _legacy_study(out) else []
+    write_marker(out, "study", adopted)

@@ -7,21 +7,21 @@ never overwritten.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import ValidationError
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, dump_yaml
 from distillab.data import DataBundle, prepare_data
-from distillab.engine import distributed
-from distillab.engine.owned import MARKER, has_marker, write_marker
-from distillab.engine.checkpoint import MODEL_FILE, atomic_write_text, drop_train_state, load_model, save_model
+from distillab import distributed
+from distillab.engine.checkpoint import atomic_write_text, drop_train_state, load_model, save_model
+from distillab.engine.owned import claim_study_folder, has_marker, write_marker
+from distillab.engine.run_folder import (  # noqa: F401 - re-exported: the names callers used from here
+    CONFIG_FILE, INPUTS_FILE, MODEL_FILE, SEED_KEYS, SUMMARY_FILE, RunLock, check_run_dir, discard, file_digest,
+    input_digests, read_metrics, read_summary, without_locations)
 from distillab.engine.trainer import Progress, Trainer, choose_device, evaluate
 from distillab.errors import UserError
 from distillab.methods import Context, MethodConfig, Teacher, build_objective
@@ -29,8 +29,6 @@ from distillab.methods.supervised import SupervisedConfig
 from distillab.models import count_params, create_model
 from distillab.profile import count_macs
 from distillab.transfer import InitConfig, apply_init, layerwise_param_groups
-
-SUMMARY_FILE = "summary.json"
 
 
 def derive_seed(seed: int, key: str) -> int:
@@ -43,8 +41,6 @@ def derive_seed(seed: int, key: str) -> int:
 
     digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
-CONFIG_FILE = "config.yaml"
-_CORRUPT = object()  # a config.yaml that does not parse
 
 
 class RunSpec(Strict):
@@ -55,260 +51,6 @@ class RunSpec(Strict):
     method: MethodConfig = SupervisedConfig()
     train: TrainConfig = TrainConfig()
     init: InitConfig | None = None
-
-
-INPUTS_FILE = "inputs.json"
-SEED_KEYS = ("seed", "run_seed")  # written after the spec in config.yaml
-LOCK_FILE = "run.lock"
-
-
-class RunLock:
-    """An OS lock (``fcntl.flock``) on ``<run_dir>/run.lock``, held while a process trains the run.
-
-    The kernel releases it when the process dies, so a crash never leaves a stale lock; a second
-    process (another shell, a scheduler's retry) gets a clear error instead of training the same
-    folder twice and interleaving its metrics and checkpoints."""
-
-    def __init__(self, run_dir: Path) -> None:
-        import fcntl
-        import os
-
-        self.path = run_dir / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._locked = False
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._locked = True
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise UserError(f"run {run_dir} is being trained by another process (pid {holder}); wait for it to "
-                            f"finish, or stop it and rerun with --resume") from None
-        except OSError as e:
-            if self._locked:  # locked, but the pid could not be written (disk full): keep the lock
-                return
-            os.close(self._fd)
-            import errno
-
-            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a filesystem without locks
-                self._fd = -1
-                return
-            raise
-
-    @staticmethod
-    def holder(run_dir: Path) -> str | None:
-        """The pid (as text, "?" if unknown) of the process holding ``run_dir``'s lock, or None."""
-        import fcntl
-        import os
-
-        path = run_dir / LOCK_FILE
-        if not path.is_file():
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        except BlockingIOError:
-            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
-    def release(self) -> None:
-        import fcntl
-        import os
-
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-# Keys naming *where* an input lives, not what it is: a study moved to another folder, run with an
-# absolute --out or another --data-dir holding the same data is the same run. What the inputs
-# are is checked by content instead (INPUTS_FILE: digests of teacher and init weights).
-LOCATION_KEYS = (("method", "teacher"), ("init", "source"), ("data", "data_dir"), ("model", "kwargs", "checkpoint"),
-                 ("method", "cache", "dir"),
-                 ("data", "num_workers"),  # not a location, but how fast data is read, not what it is
-                 ("train", "collapse"),  # what the watchdog does, not what is trained
-                 ("train", "checkpoint_every"), ("train", "checkpoint_minutes"))  # when resume points are written
-
-
-def without_locations(cfg: Any) -> Any:
-    """A copy of a run's config without the keys in :data:`LOCATION_KEYS` (the input is not changed)."""
-    import copy
-
-    if not isinstance(cfg, dict):
-        return cfg
-    out = copy.deepcopy(cfg)
-    for *path, key in LOCATION_KEYS:
-        node = out
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(key, None)
-    return out
-
-
-def _with_defaults(saved: Any) -> Any:
-    """A saved config re-read through today's schema, so keys added since (with their defaults,
-    e.g. ``train.precision``) do not make an old run folder look like another configuration."""
-    if not isinstance(saved, dict):
-        return saved
-    try:
-        spec = RunSpec.model_validate({k: v for k, v in saved.items() if k not in SEED_KEYS})
-    except ValidationError:
-        return saved
-    return {**yaml.safe_load(dump_yaml(spec)), **{k: saved[k] for k in SEED_KEYS if k in saved}}
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, with old → new values (for the error message)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} → {b!r})"]
-
-
-def _file_digest(path: str | Path) -> str:
-    """SHA-256 of a model file (a run folder means its model.safetensors), hashed once per version."""
-    p = Path(path)
-    p = (p / MODEL_FILE if p.is_dir() else p).resolve()
-    st = p.stat()
-    return _hash_file(p, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _hash_file(p: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
-    import hashlib
-
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _input_digests(spec: "RunSpec") -> dict[str, Any]:
-    """Content digests of the weights a run starts from or learns from (missing files: skipped,
-    the run's own checks report them)."""
-    out: dict[str, Any] = {}
-    teachers = getattr(spec.method, "teacher", None) or []
-    try:
-        if teachers:
-            out["teachers"] = [_file_digest(t) for t in teachers]
-        if spec.init is not None and spec.init.source:
-            out["init"] = _file_digest(spec.init.source)
-        if isinstance(spec.model.kwargs.get("checkpoint"), str):  # pretrained weights of a timm model
-            out["checkpoint"] = _file_digest(spec.model.kwargs["checkpoint"])
-    except OSError:
-        return {}
-    return out
-
-
-def _check_run_dir(run_dir: Path, text: str, spec: "RunSpec | None" = None, restart: bool = False) -> str:
-    """'new', 'resume', 'restart' or 'done'; refuses a directory that holds another configuration, naming the
-    keys that differ. ``restart`` discards an *unfinished* run (never a finished one)."""
-    cfg = run_dir / CONFIG_FILE
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} is a file; choose another --out")
-    if not run_dir.exists() or not any(p.name not in (LOCK_FILE, MARKER) for p in run_dir.iterdir()):
-        return "new"
-    if not cfg.is_file():
-        raise UserError(f"run directory {run_dir} exists and is not a distillab run; choose another --out")
-    try:
-        saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, OSError):
-        saved = _CORRUPT
-    # Only a folder distillab made is ever changed (--restart deletes files in it): its marker, or, for
-    # a folder from before markers, a run config with the seeds distillab records.
-    legacy = isinstance(saved, dict) and all(k in saved for k in SEED_KEYS)
-    if not has_marker(run_dir, "run") and not legacy:
-        raise UserError(f"run directory {run_dir} exists and was not made by distillab (no {MARKER} marker); "
-                        f"choose another --out")
-    finished = (run_dir / SUMMARY_FILE).is_file()
-    if restart and not finished:
-        return "restart"  # discarded by the caller once the new inputs are known to be valid
-    if saved is _CORRUPT:
-        raise UserError(f"{cfg} is corrupt; delete {run_dir} to retrain that run")
-    diff = _differences(without_locations(_with_defaults(saved)), without_locations(yaml.safe_load(text)))
-    if diff:
-        more = f" and {len(diff) - 2} more" if len(diff) > 2 else ""
-        way_out = "" if finished else "; --restart discards this unfinished run"
-        raise UserError(f"run directory {run_dir} holds a run with a different config ({'; '.join(diff[:2])}{more}); "
-                        f"choose another --out or delete it{way_out}")
-    inputs = run_dir / INPUTS_FILE
-    if spec is not None and inputs.is_file():
-        try:
-            recorded = json.loads(inputs.read_text())
-        except (ValueError, UnicodeDecodeError):
-            recorded = None
-        if not isinstance(recorded, dict):
-            raise UserError(f"{inputs} is corrupt; delete {run_dir} to retrain that run")
-        now = _input_digests(spec)
-        changed = [k for k in recorded if k in now and recorded[k] != now[k]]
-        if changed:
-            raise UserError(f"run directory {run_dir} was trained from other {' and '.join(changed)} weights (their "
-                            f"content changed); delete it to retrain, or choose another --out")
-    if finished:
-        if not (run_dir / MODEL_FILE).is_file():
-            raise UserError(f"run {run_dir} is marked finished but its {MODEL_FILE} is missing; delete the folder "
-                            f"to retrain it")
-        return "done"
-    return "resume"
-
-
-def _discard(run_dir: Path) -> None:
-    """Remove what a run writes (and nothing else) from an unfinished run folder distillab made:
-    its own file names only; in ``tb/`` only TensorBoard event files, and the folder once empty."""
-    for name in (CONFIG_FILE, INPUTS_FILE, "metrics.jsonl", "state.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    for f in run_dir.glob("ckpt-*.safetensors"):
-        f.unlink()
-    tb = run_dir / "tb"
-    if tb.is_dir() and not tb.is_symlink():
-        for f in tb.glob("events.out.tfevents.*"):
-            if f.is_file() and not f.is_symlink():
-                f.unlink()
-        try:
-            tb.rmdir()
-        except OSError:  # something else is in it: not ours to delete
-            pass
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The epoch records of ``run_dir/metrics.jsonl``, skipping lines that are not a JSON object
-    (a half-written line from a crash); [] when there is no file."""
-    try:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    records = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A finished run's summary, checked: a corrupt file is a one-line error naming it."""
-    path = run_dir / SUMMARY_FILE
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        summary = None
-    if not isinstance(summary, dict) or not all(
-            isinstance(summary.get(k), (int, float)) for k in ("test_acc", "test_errors", "params")):
-        raise UserError(f"run summary {path} is corrupt; delete {run_dir} to retrain that run")
-    return summary
 
 
 def _param_groups(spec: RunSpec, objective) -> list[dict] | None:
@@ -333,7 +75,8 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
                 run_seed: int | None = None, study_dir: Path | None = None) -> dict[str, Any]:
     """Train one run and return its summary. ``seed`` picks the data (validation split, subsets,
     few-shot examples: the same for every run of a study seed); ``run_seed`` (default ``seed``)
-    the initialisation, data order, augmentation and dropout of this run. A finished run is read back, never retrained; an
+    the initialisation, data order, augmentation and dropout of this run. A finished run is read back,
+    never retrained; an
     unfinished one continues from its last checkpoint when ``resume``, else it is an error.
     Once the summary is written the resume checkpoint is deleted unless ``keep_checkpoints``
     (the final student is ``model.safetensors``; the checkpoint also holds optimiser state and
@@ -346,7 +89,9 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     if state == "done":
         return read_summary(run_dir)
     device = device or choose_device()
-    data = data or prepare_data(spec.data, seed, device, order_seed=run_seed, normalization=inherited_normalization(spec))
+    data = data or prepare_data(
+        spec.data, seed, device, order_seed=run_seed, normalization=inherited_normalization(spec)
+    )
     c, _, w = data.shape
 
     def load_teacher(paths: list[str]) -> Teacher:
@@ -371,7 +116,7 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
         from distillab.engine.soft_labels import open_cache
 
         paths = list(spec.method.teacher)
-        cached, cache_record = open_cache(cache_cfg, paths, [_file_digest(p) for p in paths], data.train,
+        cached, cache_record = open_cache(cache_cfg, paths, [file_digest(p) for p in paths], data.train,
                                           load_teacher, device)
         load_teacher = lambda _paths: cached  # noqa: E731
     ctx = Context(load_teacher, data.shape, num_train=data.train.num_examples, epochs=spec.train.epochs)
@@ -385,8 +130,21 @@ def execute_run(spec: RunSpec, seed: int, run_dir: Path, *, progress: Progress |
     try:
         if state == "done":
             return read_summary(run_dir)
-        return _train(spec, seed, run_seed, run_dir, objective, data, device, student, param_groups, callbacks, progress,
-                      keep_checkpoints, cache_record)
+        return _train(
+            spec,
+            seed,
+            run_seed,
+            run_dir,
+            objective,
+            data,
+            device,
+            student,
+            param_groups,
+            callbacks,
+            progress,
+            keep_checkpoints,
+            cache_record,
+        )
     finally:
         if lock is not None:
             lock.release()
@@ -426,12 +184,10 @@ def _decide(run_dir: Path, text: str, spec: RunSpec, resume: bool, restart: bool
         try:
             if claim:
                 if study_dir is not None:
-                    from distillab.recipes.study import claim_study_folder
-
                     claim_study_folder(study_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 lock = RunLock(run_dir)
-            state = _check_run_dir(run_dir, text, spec, restart)
+            state = check_run_dir(run_dir, text, spec, restart)
             if state in ("resume", "restart") and not claim and (pid := RunLock.holder(run_dir)) is not None:
                 raise UserError(f"run {run_dir} is being trained by another process (pid {pid}); wait for it to "
                                 f"finish (its results are then read back), or stop it first")
@@ -453,23 +209,35 @@ def _start_files(run_dir: Path, text: str, state: str, spec: RunSpec) -> None:
     """A new (or restarted) run's config and input digests; a resumed run's config is rewritten
     too (the same run, perhaps spelled with other paths)."""
     if state == "restart":
-        _discard(run_dir)
+        discard(run_dir)
     if not has_marker(run_dir, "run"):
         write_marker(run_dir, "run")
     atomic_write_text(run_dir / CONFIG_FILE, text)
-    atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
+    atomic_write_text(run_dir / INPUTS_FILE, json.dumps(input_digests(spec)))
 
 
-def _train(spec: RunSpec, seed: int, run_seed: int, run_dir: Path, objective: Any, data: DataBundle, device: torch.device,
-           student: torch.nn.Module, param_groups: Any, callbacks: list, progress: Progress | None,
-           keep_checkpoints: bool, cache_record: dict[str, Any] | None = None) -> dict[str, Any]:
+def _train(
+    spec: RunSpec,
+    seed: int,
+    run_seed: int,
+    run_dir: Path,
+    objective: Any,
+    data: DataBundle,
+    device: torch.device,
+    student: torch.nn.Module,
+    param_groups: Any,
+    callbacks: list,
+    progress: Progress | None,
+    keep_checkpoints: bool,
+    cache_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train, save the student, evaluate, write the summary (run folder locked by rank 0)."""
     c, _, w = data.shape
     dist = distributed.current()
     if dist.is_main and not has_marker(run_dir, "run"):  # a folder from before markers existed: adopted
         write_marker(run_dir, "run")
     if dist.is_main and not (run_dir / INPUTS_FILE).is_file():  # a folder from before digests existed
-        atomic_write_text(run_dir / INPUTS_FILE, json.dumps(_input_digests(spec)))
+        atomic_write_text(run_dir / INPUTS_FILE, json.dumps(input_digests(spec)))
     t0 = time.perf_counter()
     trainer = Trainer(objective, data.train, spec.train, run_dir, seed=run_seed, val=data.val, progress=progress,
                       param_groups=param_groups, callbacks=callbacks)

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import torch
 from distillab.config import SoftLabelCacheConfig
 from distillab.errors import UserError
-from distillab.methods.base import Teacher
+from distillab.methods.base import BaseTeacher
 
 # 2: meta.json is a manifest (key, each file's shape, dtype, size, SHA-256), and shifted views are
 # padded with black (raw 0), not the normalised 0 (a grey): caches of format 1 are never read.
@@ -65,14 +65,13 @@ def cache_key(teacher_digests: list[str], train: Any, cfg: SoftLabelCacheConfig)
     return h.hexdigest()[:24]
 
 
-class CachedTeacher(Teacher):
-    """Answers :meth:`member_logits` (and so Teacher's :meth:`soft_targets`) from a cache: by each
-    example's index and view (``batch.extra["view"]``, 0 when absent). A Teacher without members,
-    frozen like any other, for the logit-only methods (KD, Born-Again, Label Refinery); it has no
-    features to tap."""
+class CachedTeacher(BaseTeacher):
+    """The teacher interface answered from a cache: :meth:`logits` (and so :meth:`soft_targets`)
+    by each example's index and view (``batch.extra["view"]``, 0 when absent), for the logit-only
+    methods (KD, Born-Again, Label Refinery); :meth:`single` refuses, as it has no network to tap."""
 
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
-        super().__init__([])
+        super().__init__()
         import numpy as np
 
         self.folder, self.meta = folder, meta
@@ -92,7 +91,7 @@ class CachedTeacher(Teacher):
         return full.scatter_(2, cls, logp)
 
     @torch.no_grad()
-    def member_logits(self, batch: Any) -> list[torch.Tensor]:
+    def logits(self, batch: Any) -> list[torch.Tensor]:
         if batch.index is None:
             raise RuntimeError("a soft-label cache needs each example's index in the batch")
         view = batch.extra.get("view")
@@ -100,10 +99,6 @@ class CachedTeacher(Teacher):
             view = torch.zeros_like(batch.index)
         full = self.lookup(batch.index, view).to(batch.x.device)
         return list(full.unbind(1))
-
-    def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        raise RuntimeError("this method runs the teacher on inputs it builds itself; it cannot use a soft-label "
-                           "cache (use kd, born-again or refinery)")
 
 
 class _NpyWriter:
@@ -247,7 +242,8 @@ def _file_problem(path: Path, rec: Any) -> str | None:
             return f"{path.name} has {path.stat().st_size} bytes, the manifest says {rec['bytes']}"
         arr = np.load(path, mmap_mode="r")
         if list(arr.shape) != rec.get("shape") or arr.dtype.str != rec.get("dtype"):
-            return f"{path.name} holds {arr.dtype.str} {list(arr.shape)}, the manifest says {rec.get('dtype')} {rec.get('shape')}"
+            return (f"{path.name} holds {arr.dtype.str} {list(arr.shape)}, the manifest says {rec.get('dtype')} "
+                    f"{rec.get('shape')}")
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

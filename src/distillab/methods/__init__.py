@@ -8,19 +8,17 @@ config's ``method:`` key) validates against the registry when a config is read.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from distillab.methods.base import Objective, Teacher, soft_cross_entropy
+from distillab.methods.base import BaseTeacher, Objective, Teacher, soft_cross_entropy
 from distillab.methods.registry import METHODS, Context, build_objective, register_method
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("base", "registry"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
+from distillab.registry import import_submodules
+
+import_submodules(__name__, __path__, skip=("base", "registry"))
 
 # Re-export each registered objective and config class (``from distillab.methods import KD, KDConfig``).
 for _entry in METHODS.values():
@@ -40,8 +38,11 @@ def _validate_method(value: Any) -> Any:
     if entry is None:
         from distillab.errors import did_you_mean
 
-        raise PydanticCustomError("method_name", "unknown method {name}{hint} (known: {known})",
-                                  {"name": repr(name), "known": ", ".join(METHODS), "hint": did_you_mean(name, METHODS)})
+        raise PydanticCustomError(
+            "method_name",
+            "unknown method {name}{hint} (known: {known})",
+            {"name": repr(name), "known": ", ".join(METHODS), "hint": did_you_mean(name, METHODS)},
+        )
     try:
         return entry.config.model_validate(value)
     except ValidationError as e:
@@ -62,6 +63,16 @@ MethodConfig = Annotated[Any, PlainValidator(_validate_method),
                          PlainSerializer(lambda v: v.model_dump(mode="json"), return_type=dict),
                          Field(description="a method's config; `name` picks the method (distillab list methods)")]
 
-__all__ = ["Context", "METHODS", "MethodConfig", "Objective", "Teacher", "build_objective", "register_method",
-           "soft_cross_entropy", *(e.objective.__name__ for e in METHODS.values()),
-           *(e.config.__name__ for e in METHODS.values())]
+__all__ = [
+    "BaseTeacher",
+    "Context",
+    "METHODS",
+    "MethodConfig",
+    "Objective",
+    "Teacher",
+    "build_objective",
+    "register_method",
+    "soft_cross_entropy",
+    *(e.objective.__name__ for e in METHODS.values()),
+    *(e.config.__name__ for e in METHODS.values()),
+]

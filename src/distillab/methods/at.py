@@ -31,7 +31,14 @@ from distillab.config import Strict
 from distillab.data.batch import Batch
 from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
-from distillab.methods.features import layers_field, fp32, auto_pairs, block_shapes, check_pairs, student_teacher_features
+from distillab.methods.features import (
+    layers_field,
+    fp32,
+    auto_pairs,
+    block_shapes,
+    check_pairs,
+    student_teacher_features,
+)
 from distillab.methods.registry import Context, register_method
 
 
@@ -69,9 +76,7 @@ class AT(Objective):
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: ATConfig, in_shape: tuple[int, ...]) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("at: needs exactly one teacher (its block outputs are matched)")
-        t_net = teacher.members[0]
+        t_net = teacher.single("at", "its block outputs are matched")
         if cfg.pairs is None:
             pairs = auto_pairs(student, t_net, in_shape)
         else:
@@ -92,6 +97,6 @@ class AT(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         s_idx, t_idx = [s for s, _ in self.pairs], [t for _, t in self.pairs]
-        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.members[0], batch.x, s_idx, t_idx)
-        at = sum(at_loss(a, b, self.p) for a, b in zip(f_s, f_t))
+        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.single(), batch.x, s_idx, t_idx)
+        at = sum(at_loss(a, b, self.p) for a, b in zip(f_s, f_t, strict=True))
         return {"ce": self.ce_weight * F.cross_entropy(z_s.float(), batch.y), "at": self.weight * at}

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from distillab.data.batch import Batch
+from distillab.errors import UserError
 
 if TYPE_CHECKING:
     from distillab.methods.registry import Context
@@ -29,7 +30,7 @@ class Objective(nn.Module):
     Subclasses register with ``@register_method(TheirConfig)``; ``from_config`` builds them.
     """
 
-    def __init__(self, student: nn.Module, teacher: "Teacher | None" = None) -> None:
+    def __init__(self, student: nn.Module, teacher: "BaseTeacher | None" = None) -> None:
         super().__init__()
         self.student = student
         if teacher is not None:
@@ -73,14 +74,48 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 def _mean_softmax(logits: "Iterable[torch.Tensor]", n: int, temperature: float) -> torch.Tensor:
     """Mean over ``n`` logit tensors of softmax(z / T), accumulated one at a time."""
-    total = None
+    total: torch.Tensor | None = None
     for z in logits:
         p = F.softmax(z.float() / temperature, dim=1)
         total = p if total is None else total + p
+    if total is None:
+        raise ValueError("a teacher without members has no soft targets")
     return total / n
 
 
-class Teacher(nn.Module):
+class BaseTeacher(nn.Module):
+    """What every objective asks a teacher, always given a batch: each member's :meth:`logits`, the
+    averaged :meth:`soft_targets`, or — for a method that taps one network's features —
+    :meth:`single`. A live :class:`Teacher` runs its networks; the soft-label cache
+    (engine/soft_labels.py) answers the same calls from stored outputs.
+
+    Frozen by construction: ``train(True)`` is ignored, so a trainer calling ``.train()`` on the
+    objective cannot put it in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "BaseTeacher":  # noqa: D401 - keep eval whatever is asked
+        return super().train(False)
+
+    def logits(self, batch: Batch) -> list[torch.Tensor]:
+        """Each member's logits for ``batch``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def soft_targets(self, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+        """Average of the members' softmax(logits / T) for a batch."""
+        logits = self.logits(batch)
+        return _mean_softmax(logits, len(logits), temperature)
+
+    def single(self, method: str = "this method", why: str = "its features are matched") -> nn.Module:
+        """The one teacher network, for methods that tap its layers; a one-line error otherwise."""
+        raise UserError(f"{method}: needs exactly one teacher network ({why}); a soft-label cache holds outputs "
+                        f"only (use it with kd, born-again or refinery)")
+
+
+class Teacher(BaseTeacher):
     """One frozen model or an ensemble of them, in eval mode by construction.
 
     ``train(True)`` is ignored and every parameter has ``requires_grad=False``, so neither a
@@ -96,28 +131,22 @@ class Teacher(nn.Module):
             p.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "Teacher":  # noqa: D401 - keep eval whatever is asked
-        return super().train(False)
-
     @torch.no_grad()
-    def member_logits(self, batch: Batch) -> list[torch.Tensor]:
-        """Each member's logits for a batch. A :class:`~distillab.engine.soft_labels.CachedTeacher`
-        looks them up by (example, view) instead of running the members."""
+    def logits(self, batch: Batch) -> list[torch.Tensor]:
+        """Each member's logits for a batch (members run one after another)."""
         return [m(batch.x) for m in self.members]
 
-    @torch.no_grad()
-    def soft_targets(self, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
-        """Average of the members' softmax(logits / T) for a batch (live or cached)."""
-        logits = self.member_logits(batch)
-        return _mean_softmax(logits, len(logits), temperature)
+    def single(self, method: str = "this method", why: str = "its features are matched") -> nn.Module:
+        if len(self.members) != 1:
+            raise UserError(f"{method}: needs exactly one teacher ({why})")
+        return self.members[0]
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Average of the members' softmax(logits / T): the ensemble's soft targets (members run
-        one at a time)."""
+        """:meth:`soft_targets` of bare images (no batch record): evaluation and tests."""
         return _mean_softmax((m(x) for m in self.members), len(self.members), temperature)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log of the averaged probabilities at T=1 (usable as ensemble logits)."""
+        """Log of the averaged probabilities at T=1 (usable as ensemble logits by ``evaluate``)."""
         return self.probs(x).clamp_min(1e-12).log()

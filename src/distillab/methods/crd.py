@@ -101,11 +101,9 @@ class CRD(Objective):
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: CRDConfig, in_shape: tuple[int, ...],
                  num_train: int) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("crd: needs exactly one teacher (its penultimate features are contrasted)")
         if num_train < 2:
             raise UserError(f"crd: needs the training-set size (≥ 2) for its memory bank, got num_train={num_train}")
-        t_net = teacher.members[0]
+        t_net = teacher.single("crd", "its penultimate features are contrasted")
         self.s_idx, self.t_idx = penultimate_index(student), penultimate_index(t_net)
         dim = lambda s: s[0] if len(s) == 3 else math.prod(s)  # noqa: E731 - channels of pooled(map)
         d_s, d_t = dim(block_shapes(student, in_shape)[-1]), dim(block_shapes(t_net, in_shape)[-1])
@@ -120,7 +118,7 @@ class CRD(Objective):
         if batch.index is None:
             raise UserError("crd: needs a loader that yields example indices (batch.index) for its memory bank")
         c, h, n, index = self.cfg, self.crd, self.num_train, batch.index.long()
-        z_s, (f_s,), z_t, (f_t,) = student_teacher_features(self.student, self.teacher.members[0], batch.x,
+        z_s, (f_s,), z_t, (f_t,) = student_teacher_features(self.student, self.teacher.single(), batch.x,
                                                             [self.s_idx], [self.t_idx])
         idx = torch.cat([index[:, None], sample_negatives(index, n, self.k)], 1)
         # Embeddings, scores and the NCE loss in fp32 even under bf16 autocast (exp(score / 0.07)).

@@ -73,6 +73,6 @@ class DIST(Objective):
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x, y, c = batch.x, batch.y, self.cfg
         z_s = self.student(x)
-        p_t = self.teacher.probs(x, c.tau)
+        p_t = self.teacher.soft_targets(batch, c.tau)
         return {"ce": c.ce_weight * F.cross_entropy(z_s.float(), y),
                 "dist": c.weight * dist_loss(z_s, p_t, c.tau, c.beta, c.gamma)}

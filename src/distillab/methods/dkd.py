@@ -86,19 +86,23 @@ class DKD(Objective):
         return cls(student, ctx.teacher(cfg), cfg, ctx.epochs)
 
     @torch.no_grad()
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        c, members = self.cfg, self.teacher.members
+    def teacher_logits(self, batch: Batch | torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for a batch (an ensemble: T·log of its mean softened probabilities)."""
+        c = self.cfg
+        if isinstance(batch, torch.Tensor):  # bare images (tests, analysis): a batch without labels
+            batch = Batch(batch, torch.empty(0, dtype=torch.long, device=batch.device))
+        logits = self.teacher.logits(batch)
         prep = standardize if c.logit_standardize else (lambda z: z.float())
-        if len(members) == 1:
-            return prep(members[0](x))
-        p = torch.stack([F.softmax(prep(m(x)) / c.temperature, 1) for m in members]).mean(0)
+        if len(logits) == 1:
+            return prep(logits[0])
+        p = torch.stack([F.softmax(prep(z) / c.temperature, 1) for z in logits]).mean(0)
         return c.temperature * p.clamp_min(1e-30).log()
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x, y, c = batch.x, batch.y, self.cfg
         z_s = self.student(x)
         z_dkd = standardize(z_s) if c.logit_standardize else z_s
-        tckd, nckd = dkd_terms(z_dkd, self.teacher_logits(x), y, c.temperature)
+        tckd, nckd = dkd_terms(z_dkd, self.teacher_logits(batch), y, c.temperature)
         w = warmup_factor(progress * self.epochs, c.warmup)
         return {"ce": c.ce_weight * F.cross_entropy(z_s.float(), y), "tckd": w * c.alpha * tckd,
                 "nckd": w * c.beta * nckd}

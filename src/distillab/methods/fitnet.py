@@ -76,7 +76,7 @@ class FitNetHint(Objective):
             student.eval()
             g = forward_to_block(student, x, cfg.guided)
             student.train(was)
-            h = forward_to_block(teacher.members[0], x, cfg.hint)
+            h = forward_to_block(teacher.single("fitnet-hint", "its hint layer is matched"), x, cfg.hint)
         self.regressor = build_regressor(g, h, cfg.regressor).to(x.device)
 
     @classmethod
@@ -86,7 +86,7 @@ class FitNetHint(Objective):
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         x = batch.x
         with torch.no_grad():
-            u = forward_to_block(self.teacher.members[0], x, self.hint)
+            u = forward_to_block(self.teacher.single(), x, self.hint)
         return {"hint": hint_loss(u, self.regressor(forward_to_block(self.student, x, self.guided)))}
 
     def saved_modules(self) -> dict[str, nn.Module]:
@@ -105,6 +105,6 @@ class FitNetKD(Objective):
         x, y = batch.x, batch.y
         c = self.cfg
         lam = c.lambda_start + (c.lambda_end - c.lambda_start) * progress
-        p_t = self.teacher.probs(x, c.temperature)
+        p_t = self.teacher.soft_targets(batch, c.temperature)
         z = self.student(x)
         return {"ce": F.cross_entropy(z, y), "soft": lam * soft_cross_entropy(z / c.temperature, p_t)}

@@ -59,7 +59,7 @@ def teacher_probs(teacher: Teacher, batch: Batch, temperature: float, standardiz
     so cached log-probabilities standardise exactly as the logits they came from.)"""
     if not standardized:
         return teacher.soft_targets(batch, temperature)
-    return torch.stack([F.softmax(standardize(z) / temperature, 1) for z in teacher.member_logits(batch)]).mean(0)
+    return torch.stack([F.softmax(standardize(z) / temperature, 1) for z in teacher.logits(batch)]).mean(0)
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,

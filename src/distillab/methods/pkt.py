@@ -24,7 +24,6 @@ from torch import nn
 
 from distillab.config import Strict
 from distillab.data.batch import Batch
-from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
 from distillab.methods.features import layers_field, fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
@@ -61,13 +60,14 @@ class PKT(Objective):
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: PKTConfig) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("pkt: needs exactly one teacher (its penultimate features are matched)")
-        self.s_idx, self.t_idx = penultimate_index(student), penultimate_index(teacher.members[0])
+        self.s_idx, self.t_idx = (
+            penultimate_index(student),
+            penultimate_index(teacher.single("pkt", "its penultimate features are matched")),
+        )
         self.weight, self.eps, self.ce_weight = cfg.weight, cfg.eps, cfg.ce_weight
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
-        z_s, (f_s,), _, (f_t,) = student_teacher_features(self.student, self.teacher.members[0], batch.x,
+        z_s, (f_s,), _, (f_t,) = student_teacher_features(self.student, self.teacher.single(), batch.x,
                                                           [self.s_idx], [self.t_idx])
         return {"ce": self.ce_weight * F.cross_entropy(z_s.float(), batch.y),
                 "pkt": self.weight * pkt_loss(pooled(f_s), pooled(f_t), self.eps)}

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.registry import Registry
 
 if TYPE_CHECKING:
-    from distillab.methods.base import Objective, Teacher
+    from distillab.methods.base import BaseTeacher, Objective
 
 
 class Context:
@@ -25,8 +26,8 @@ class Context:
     can turn the trainer's ``progress`` (0 → 1) into epochs (e.g. DKD's 20-epoch warm-up).
     """
 
-    def __init__(self, load_teacher: Callable[[list[str]], "Teacher"] | None = None,
-                 in_shape: tuple[int, ...] = (), *, teacher: "Teacher | None" = None, num_train: int = 0,
+    def __init__(self, load_teacher: Callable[[list[str]], "BaseTeacher"] | None = None,
+                 in_shape: tuple[int, ...] = (), *, teacher: "BaseTeacher | None" = None, num_train: int = 0,
                  epochs: int = 1) -> None:
         self._load_teacher = load_teacher
         self._teacher = teacher
@@ -34,7 +35,7 @@ class Context:
         self.num_train = num_train
         self.epochs = epochs
 
-    def teacher(self, cfg: Any) -> "Teacher":
+    def teacher(self, cfg: Any) -> "BaseTeacher":
         """The teacher for ``cfg``: the one handed in, else the runs named by ``cfg.teacher``."""
         if self._teacher is not None:
             return self._teacher
@@ -50,22 +51,22 @@ class Context:
 class MethodEntry:
     name: str
     config: type
-    objective: type
+    objective: type["Objective"]
     help: str
 
 
-METHODS: dict[str, MethodEntry] = {}
-O = TypeVar("O", bound=type)
+METHODS: Registry[MethodEntry] = Registry("method", "; `distillab list methods` describes them")
+ObjT = TypeVar("ObjT", bound="type[Objective]")
 
 
-def register_method(config: type) -> Callable[[O], O]:
+def register_method(config: type) -> Callable[[ObjT], ObjT]:
     """Class decorator: register an :class:`Objective` subclass with its pydantic config class,
     whose ``name`` field (a ``Literal``) is the method's name in configs."""
-    name = config.model_fields["name"].default
+    name = getattr(config, "model_fields")["name"].default  # a pydantic model class
 
-    def deco(cls: O) -> O:
+    def deco(cls: ObjT) -> ObjT:
         doc = (cls.__doc__ or "").strip().split("\n")[0]
-        METHODS[name] = MethodEntry(name, config, cls, doc)
+        METHODS.add(name, MethodEntry(name, config, cls, doc), cls.__module__)
         return cls
 
     return deco
@@ -73,14 +74,12 @@ def register_method(config: type) -> Callable[[O], O]:
 
 def build_objective(cfg: Any, student: nn.Module, ctx: Context) -> "Objective":
     """Build the objective named by ``cfg.name``."""
-    entry = METHODS.get(cfg.name)
-    if entry is None:
-        raise UserError(f"method {cfg.name!r} unknown (known: {', '.join(METHODS)})")
+    entry = METHODS.get_entry(cfg.name)
     if "student_layers" in type(cfg).model_fields:  # a feature method: choose both networks' taps first
         from distillab.methods.features import named_pairs, prepare_taps
 
         n_s = prepare_taps(student, ctx.in_shape, cfg.student_layers, "student")
-        n_t = [prepare_taps(m, ctx.in_shape, cfg.teacher_layers, "teacher") for m in ctx.teacher(cfg).members][0]
+        n_t = prepare_taps(ctx.teacher(cfg).single(cfg.name), ctx.in_shape, cfg.teacher_layers, "teacher")
         pairs = named_pairs(n_s, n_t, cfg)
         if pairs is not None and "pairs" in type(cfg).model_fields and cfg.pairs is None:
             cfg = cfg.model_copy(update={"pairs": pairs})

@@ -59,7 +59,7 @@ class ReviewKDConfig(Strict):
 def hcl_loss(f_s: list[torch.Tensor], f_t: list[torch.Tensor]) -> torch.Tensor:
     """Σ over levels of the normalised pyramid of MSEs at full size and pooled to 4, 2, 1 (< H)."""
     total = torch.zeros((), device=f_s[0].device)
-    for s, t in zip(f_s, f_t):
+    for s, t in zip(f_s, f_t, strict=True):
         s, t = s.float(), t.float()
         loss, w, tot = F.mse_loss(s, t), 1.0, 1.0
         for k in (4, 2, 1):
@@ -104,7 +104,9 @@ class ReviewFusion(nn.Module):
         super().__init__()
         mid = min(max_mid, in_channels[-1])
         n = len(in_channels)
-        self.abfs = nn.ModuleList(ABF(c, mid, o, i < n - 1) for i, (c, o) in enumerate(zip(in_channels, out_channels)))
+        self.abfs = nn.ModuleList(
+            ABF(c, mid, o, i < n - 1) for i, (c, o) in enumerate(zip(in_channels, out_channels, strict=True))
+        )
         self.out_sizes = [tuple(s) for s in out_sizes]
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -123,9 +125,7 @@ class ReviewKD(Objective):
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: ReviewKDConfig, in_shape: tuple[int, ...],
                  epochs: int = 1) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("reviewkd: needs exactly one teacher (its block outputs are matched)")
-        t_net = teacher.members[0]
+        t_net = teacher.single("reviewkd", "its block outputs are matched")
         pairs = auto_pairs(student, t_net, in_shape) if cfg.pairs is None else check_pairs(cfg.pairs, student, t_net)
         s_shapes, t_shapes = block_shapes(student, in_shape), block_shapes(t_net, in_shape)
         # Shallow → deep; only (C, H, W) maps (the pooled level below covers a flat penultimate vector).
@@ -148,7 +148,7 @@ class ReviewKD(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         c = self.cfg
-        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.members[0], batch.x,
+        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.single(), batch.x,
                                                     self.s_idx, self.t_idx)
         # The deepest level is the pooled penultimate vector as a 1x1 map (the last tap, pooled).
         f_s = f_s[:-1] + [pooled(f_s[-1])[:, :, None, None]]

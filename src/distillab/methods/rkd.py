@@ -26,7 +26,6 @@ from torch import nn
 
 from distillab.config import Strict
 from distillab.data.batch import Batch
-from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
 from distillab.methods.features import layers_field, fp32, penultimate_index, pooled, student_teacher_features
 from distillab.methods.registry import register_method
@@ -86,13 +85,14 @@ class RKD(Objective):
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: RKDConfig) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("rkd: needs exactly one teacher (its penultimate features are matched)")
-        self.s_idx, self.t_idx = penultimate_index(student), penultimate_index(teacher.members[0])
+        self.s_idx, self.t_idx = (
+            penultimate_index(student),
+            penultimate_index(teacher.single("rkd", "its penultimate features are matched")),
+        )
         self.distance_weight, self.angle_weight, self.ce_weight = cfg.distance_weight, cfg.angle_weight, cfg.ce_weight
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
-        z_s, (f_s,), _, (f_t,) = student_teacher_features(self.student, self.teacher.members[0], batch.x,
+        z_s, (f_s,), _, (f_t,) = student_teacher_features(self.student, self.teacher.single(), batch.x,
                                                           [self.s_idx], [self.t_idx])
         e_s, e_t = pooled(f_s), pooled(f_t)
         out = {"ce": self.ce_weight * F.cross_entropy(z_s.float(), batch.y),

@@ -26,7 +26,6 @@ from torch import nn
 
 from distillab.config import Strict
 from distillab.data.batch import Batch
-from distillab.errors import UserError
 from distillab.methods.base import Objective, Teacher, teacher_field
 from distillab.methods.features import layers_field, fp32, check_pairs, penultimate_index, student_teacher_features
 from distillab.methods.registry import register_method
@@ -62,9 +61,7 @@ class SP(Objective):
 
     def __init__(self, student: nn.Module, teacher: Teacher, cfg: SPConfig) -> None:
         super().__init__(student, teacher)
-        if len(teacher.members) != 1:
-            raise UserError("sp: needs exactly one teacher (its block outputs are matched)")
-        t_net = teacher.members[0]
+        t_net = teacher.single("sp", "its block outputs are matched")
         if cfg.pairs is None:
             self.pairs = [(penultimate_index(student), penultimate_index(t_net))]
         else:
@@ -73,6 +70,6 @@ class SP(Objective):
 
     def forward(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         s_idx, t_idx = [s for s, _ in self.pairs], [t for _, t in self.pairs]
-        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.members[0], batch.x, s_idx, t_idx)
-        sp = sum(sp_loss(a, b) for a, b in zip(f_s, f_t))
+        z_s, f_s, _, f_t = student_teacher_features(self.student, self.teacher.single(), batch.x, s_idx, t_idx)
+        sp = sum(sp_loss(a, b) for a, b in zip(f_s, f_t, strict=True))
         return {"ce": self.ce_weight * F.cross_entropy(z_s.float(), batch.y), "sp": self.weight * sp}

@@ -32,7 +32,7 @@ class _Group(nn.Module):
 def _common_prefix(names: list[str]) -> str:
     split = [n.split(".") for n in names]
     out = []
-    for parts in zip(*split):
+    for parts in zip(*split, strict=False):
         if all(p == parts[0] for p in parts):
             out.append(parts[0])
         else:

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from distillab.errors import UserError
+from distillab.registry import Registry
 
 Builder = Callable[..., nn.Module]
 
@@ -35,7 +36,7 @@ class ModelEntry:
     init: str = "default"  # the scheme ``model.init`` falls back to (models/init.py)
 
 
-MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model", "; `distillab list models` describes them")
 
 
 def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = None,
@@ -56,8 +57,8 @@ def register_model(name: str, *, takes_arg: bool = False, pattern: str | None = 
 
     def deco(builder: Builder) -> Builder:
         text = help or (builder.__doc__ or "").strip().split("\n")[0]
-        MODELS[name] = ModelEntry(name, builder, takes_arg or pattern is not None,
-                                  re.compile(pattern) if pattern else None, text, init)
+        MODELS.add(name, ModelEntry(name, builder, takes_arg or pattern is not None,
+                                    re.compile(pattern) if pattern else None, text, init), builder.__module__)
         return builder
 
     return deco

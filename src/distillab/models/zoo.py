@@ -1,7 +1,7 @@
 """``create_model(name, num_classes, ...)``: the one way to build a model.
 
 Every model family registers itself with :func:`~distillab.models.registry.register_model` in its
-own file; importing this module imports the built-in families. ``distillab list models`` prints
+own file; the package imports every module in it, so a new family is one new file. ``distillab list models`` prints
 them. Built in:
   ``mlp:1200-1200``        hidden widths (kwargs: dropout, input_dropout)
   ``cnn:32-64-128``        conv widths (kwargs: norm=bn|gn|none, pool_every, fc, dropout)
@@ -18,8 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-# Imported for their @register_model side effect: the built-in families.
-from distillab.models import bit, cifar_resnet, cnn, external, mlp  # noqa: F401
 from distillab.errors import UserError
 from distillab.models.init import init_weights
 from distillab.models.registry import build, default_init

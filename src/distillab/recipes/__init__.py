@@ -1,24 +1,14 @@
-"""Recipes: one module per study, each with a config class, ``run`` and ``count_runs``.
-
-``RECIPES`` maps the ``recipe:`` key of a YAML config to its module.
-"""
+"""Recipes: one module per study, each a config class and a ``run`` registered with
+``@register_recipe(ItsConfig)``; this package imports every module in it, so a new study is one
+new file. ``RECIPES`` maps the ``recipe:`` key of a YAML config to its entry; ``plan.py`` reads a
+recipe's runs off the recipe itself (how many, in which order, which depends on which)."""
 
 from __future__ import annotations
 
-from types import ModuleType
+from distillab.recipes.registry import RECIPES, RecipeEntry, register_recipe
+from distillab.registry import import_submodules
 
-from distillab.recipes import benchmark, bit, born_again, fitnets, hinton, label_refinery, layer_transfer, scratch_vs_pretrain, train
+# Helpers that are not studies (study.py, plan.py, preconditions.py, tuning.py) register nothing.
+import_submodules(__name__, __path__, skip=("registry",))
 
-RECIPES: dict[str, tuple[type, ModuleType]] = {
-    "train": (train.TrainRecipe, train),
-    "hinton": (hinton.HintonRecipe, hinton),
-    "layer-transfer": (layer_transfer.LayerTransferRecipe, layer_transfer),
-    "scratch-vs-pretrained": (scratch_vs_pretrain.ScratchVsPretrainRecipe, scratch_vs_pretrain),
-    "fitnets": (fitnets.FitNetsRecipe, fitnets),
-    "born-again": (born_again.BornAgainRecipe, born_again),
-    "label-refinery": (label_refinery.LabelRefineryRecipe, label_refinery),
-    "bit": (bit.BiTRecipe, bit),
-    "benchmark": (benchmark.BenchmarkRecipe, benchmark),
-}
-
-__all__ = ["RECIPES"]
+__all__ = ["RECIPES", "RecipeEntry", "register_recipe"]

@@ -31,9 +31,10 @@ from distillab.engine.run import RunSpec
 from distillab.methods import MethodConfig
 from distillab.profile import human
 from distillab.recipes.preconditions import converged, val_lead
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Role, Study
 from distillab.errors import UserError
-from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table, with_overrides
+from distillab.recipes.tuning import TuneConfig, tune, tuning_table, with_overrides
 from distillab.results.stats import Comparison, assess, fmt_interval, fmt_pm, mean_std
 
 # A method's gain over the student alone, in the benchmark's words.
@@ -102,6 +103,7 @@ class BenchmarkRecipe(Strict):
         return self.primary or ("KD" if "KD" in self.methods else next(iter(self.methods)))
 
 
+@register_recipe(BenchmarkRecipe)
 def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
     primary = cfg.primary_label
     teacher_spec = RunSpec(data=cfg.data, **cfg.teacher.model_dump())
@@ -141,10 +143,17 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
             runs[label][seed] = study.run(label, spec, seed, seed_key="student")
 
     teacher_runs = {cfg.seeds[0]: teachers[cfg.seeds[0]]} if cfg.shared_teacher else runs["teacher"]
-    pre = () if not cfg.preconditions else (val_lead(list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead,
-                    "teacher − student alone"),
-           converged([study.run_dir("teacher", s) for s in teacher_runs], "teacher"),
-           converged([study.run_dir("student", s) for s in runs["student"]], "student alone"))
+    pre = (
+        ()
+        if not cfg.preconditions
+        else (
+            val_lead(
+                list(teacher_runs.values()), list(runs["student"].values()), cfg.teacher_lead, "teacher − student alone"
+            ),
+            converged([study.run_dir("teacher", s) for s in teacher_runs], "teacher"),
+            converged([study.run_dir("student", s) for s in runs["student"]], "student alone"),
+        )
+    )
 
     def gain(label: str) -> tuple[float, ...]:
         return tuple(r["test_acc"] - runs["student"][s]["test_acc"] for s, r in runs[label].items())
@@ -169,7 +178,9 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
 
     teacher_row = row("teacher", cfg.teacher)[1]
     student_row = row("student", cfg.student)[1]
-    method_rows = sorted((row(k, cfg.student) for k in cfg.methods), key=lambda t: -t[0])
+    # best first; a method whose every run collapsed (mean NaN: left out) last
+    method_rows = sorted((row(k, cfg.student) for k in cfg.methods),
+                         key=lambda t: (t[0] != t[0], -t[0] if t[0] == t[0] else 0))
     rows = [teacher_row, student_row, *(r for _, r in method_rows)]
     first = runs["student"][cfg.seeds[0]]
     seeds_note = (f"{len(cfg.seeds)} seed(s) for every method"
@@ -188,11 +199,3 @@ def run(cfg: BenchmarkRecipe, out: Path, study: Study) -> str:
         notes += "\n\n" + table
     return study.write_table("results", "Distillation benchmark: one teacher, one student, every method",
                              header, rows, notes, comparisons)
-
-
-def count_runs(cfg: BenchmarkRecipe) -> int:
-    teachers = 1 if cfg.shared_teacher else len(cfg.seeds) + len(cfg.primary_seeds)
-    pilot_teacher = 1 if cfg.tune.grid and not cfg.shared_teacher else 0
-    trials = sum(grid_size(g) for g in cfg.tune.grid.values())
-    return (teachers + pilot_teacher + trials + len(cfg.seeds) * (1 + len(cfg.methods))
-            + len(cfg.primary_seeds) * 2)

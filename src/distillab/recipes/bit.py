@@ -24,6 +24,7 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.methods.supervised import SupervisedConfig
 from distillab.models import num_blocks
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_pm
@@ -87,12 +88,6 @@ def _tuned(cfg: BiTRecipe, shots: int | str) -> bool:
     return cfg.tuning.shots is None or shots in cfg.tuning.shots
 
 
-def count_runs(cfg: BiTRecipe) -> int:
-    per_seed = len(_variants(cfg)) + sum(len(_variants(cfg)) + 1 + (2 * len(_grid(cfg)) if _tuned(cfg, s) else 0)
-                                         for s in cfg.shots)
-    return len(cfg.seeds) * per_seed
-
-
 def _downstream(cfg: BiTRecipe, shots: int | str, seed: int) -> tuple[DataConfig, TrainConfig, SupervisedConfig]:
     """Data, schedule and objective that the HyperRule picks for this many shots. The batch size is
     the config's whatever the shot count: batches are drawn with repetition from small sets."""
@@ -114,6 +109,7 @@ TUNED = {"GN+WS-source": "GN+WS, upstream: source (lr, length tuned on val)",
          "GN+WS-none": "GN+WS, upstream: none (lr, length tuned on val)"}
 
 
+@register_recipe(BiTRecipe)
 def run(cfg: BiTRecipe, out: Path, study: Study) -> str:
     variants = _variants(cfg)
     labels = [f"{v}, upstream: source (rule)" for v in variants] + ["GN+WS, upstream: none (rule)"]

@@ -18,6 +18,7 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
 from distillab.methods.born_again import BornAgainConfig
 from distillab.recipes.preconditions import converged
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.stats import Comparison, fmt_pm
 
@@ -34,10 +35,7 @@ class BornAgainRecipe(Strict):
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
-def count_runs(cfg: BornAgainRecipe) -> int:
-    return len(cfg.seeds) * (1 + len(cfg.variants) + cfg.generations)
-
-
+@register_recipe(BornAgainRecipe)
 def run(cfg: BornAgainRecipe, out: Path, study: Study) -> str:
     def spec(teacher: str | None, variant: str = "ban") -> RunSpec:
         method = BornAgainConfig(teacher=[str(study.run_dir(teacher, seed))], variant=variant) if teacher else None
@@ -75,7 +73,7 @@ def run(cfg: BornAgainRecipe, out: Path, study: Study) -> str:
              "Every run has the teacher's architecture and schedule and its own initialisation and batch order.")
 
     def vs(col: str, other: str = "Teacher") -> tuple[float, ...]:
-        return tuple(a - b for a, b in zip(err[col], err[other]))
+        return tuple(a - b for a, b in zip(err[col], err[other], strict=True))
 
     # The paper: born-again students have *lower* error than their teacher (direction −1), BAN+L is
     # not better than BAN, and dark knowledge without its permutation (CWTM) beats DKPP.

@@ -23,6 +23,7 @@ from distillab.methods.fitnet import FitNetHintConfig, FitNetKDConfig
 from distillab.models import get_blocks, num_blocks
 from distillab.profile import cost_table, profile_models
 from distillab.recipes.preconditions import converged, val_lead
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Role, Study
 from distillab.results.stats import Comparison, fmt_pm
 from distillab.transfer import InitConfig
@@ -50,11 +51,7 @@ def _check(cfg: FitNetsRecipe) -> None:
             raise UserError(f"{what}: block {idx} out of range: {role.model.name} has {n} blocks (0..{n - 1})")
 
 
-def count_runs(cfg: FitNetsRecipe) -> int:
-    _check(cfg)
-    return 5 * len(cfg.seeds)
-
-
+@register_recipe(FitNetsRecipe)
 def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
     _check(cfg)
     acc: dict[str, list[float]] = {"teacher": [], "student": [], "kd": [], "fitnet": []}
@@ -115,7 +112,7 @@ def run(cfg: FitNetsRecipe, out: Path, study: Study) -> str:
              f"three students of a seed start from the same weights and batch order (paired).")
 
     def diffs(a: str, b: str) -> tuple[float, ...]:
-        return tuple(x - y for x, y in zip(acc[a], acc[b]))
+        return tuple(x - y for x, y in zip(acc[a], acc[b], strict=True))
 
     # Primary (declared before any run): hints help the thin student; secondary: beyond KD alone,
     # and beyond the teacher. Every claim needs a teacher ahead of the student alone (validation).

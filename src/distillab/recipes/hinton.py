@@ -14,8 +14,9 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.methods.kd import KDConfig
 from distillab.recipes.preconditions import converged, val_lead
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
-from distillab.recipes.tuning import TuneConfig, grid_size, tune, tuning_table, with_overrides
+from distillab.recipes.tuning import TuneConfig, tune, tuning_table, with_overrides
 from distillab.results.stats import Comparison, fmt_pm
 
 
@@ -91,6 +92,7 @@ def _hidden(model: ModelConfig) -> str:
     return name
 
 
+@register_recipe(HintonRecipe)
 def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
     def spec(role: Role, **kw) -> RunSpec:
         return RunSpec(data=cfg.data.model_copy(update={"augment": role.augment}), model=role.model,
@@ -136,7 +138,7 @@ def run(cfg: HintonRecipe, out: Path, study: Study) -> str:
     rows = [[labels[k], hidden[k], fmt_pm([r["test_errors"] for r in v], 1), fmt_pm([r["test_acc"] for r in v], 2, 100)]
             for k, v in results.items()]
     def diffs(a: str, b: str) -> tuple[float, ...]:
-        return tuple(x["test_acc"] - y["test_acc"] for x, y in zip(results[a], results[b]))
+        return tuple(x["test_acc"] - y["test_acc"] for x, y in zip(results[a], results[b], strict=True))
 
     # The paper's claim, declared before any run: the distilled student beats the same student
     # trained alone — testable only with a teacher ahead of it and converged runs (validation).
@@ -165,10 +167,3 @@ def _regularisers(role: Role) -> str:
     if role.augment.jitter:
         parts.append(f"±{role.augment.jitter}px jitter")
     return (", " + ", ".join(parts)) if parts else ""
-
-
-def count_runs(cfg: HintonRecipe) -> int:
-    teachers = 1 if cfg.shared_teacher else len(cfg.seeds)
-    pilot_teacher = 1 if cfg.tune.grid and not cfg.shared_teacher else 0
-    trials = sum(grid_size(g) for g in cfg.tune.grid.values())
-    return teachers + pilot_teacher + trials + 2 * len(cfg.seeds)

@@ -17,6 +17,7 @@ from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, Tra
 from distillab.engine.run import RunSpec
 from distillab.methods.refinery import RefineryConfig
 from distillab.recipes.preconditions import overfit_gap
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.stats import Comparison, fmt_pm
 
@@ -39,10 +40,7 @@ class LabelRefineryRecipe(Strict):
                                                 "crops whose labels no longer fit them)")
 
 
-def count_runs(cfg: LabelRefineryRecipe) -> int:
-    return len(cfg.seeds) * (cfg.generations + (2 if cfg.strong_refinery else 0))
-
-
+@register_recipe(LabelRefineryRecipe)
 def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
     res: dict[str, list[dict]] = {}
     for seed in cfg.seeds:
@@ -64,7 +62,7 @@ def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
     base = [r["test_acc"] for r in res[cfg.model.name]]
 
     def gain(label: str) -> tuple[float, ...]:
-        return tuple(r["test_acc"] - b for r, b in zip(res[label], base))
+        return tuple(r["test_acc"] - b for r, b in zip(res[label], base, strict=True))
 
     # The paper: refined models beat the one trained on ground truth (AlexNet 57.9 → 59.4 → 59.5,
     # and more when refined by a stronger net).
@@ -79,7 +77,10 @@ def run(cfg: LabelRefineryRecipe, out: Path, study: Study) -> str:
     header = ["Model", "Top-1 (%)", "Top-5 (%)"]
     rows = [[name, fmt_pm([r["test_acc"] for r in rs], 2, 100), fmt_pm([r["test_top5"] for r in rs], 2, 100)]
             for name, rs in res.items()]
-    notes = (f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). model^k is trained only on "
-             f"model^(k−1)'s softmax of each augmented crop (augmentation: {cfg.data.augment.model_dump(exclude_defaults=True)}).")
+    notes = (
+        f"{cfg.data.source} test set, mean ± std over {len(cfg.seeds)} seed(s). model^k is trained only on "
+        "model^(k−1)'s softmax of each augmented crop "
+        f"(augmentation: {cfg.data.augment.model_dump(exclude_defaults=True)})."
+    )
     return study.write_table("results", "Label Refinery (Bagherinezhad et al. 2018)", header, rows, notes,
                              comparisons)

@@ -19,6 +19,7 @@ from distillab.engine.run import RunSpec
 from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm
@@ -59,10 +60,7 @@ def _check(cfg: LayerTransferRecipe) -> list[int]:
     return ns
 
 
-def count_runs(cfg: LayerTransferRecipe) -> int:
-    return len(cfg.seeds) * (2 + len(_check(cfg)) * len(cfg.variants))
-
-
+@register_recipe(LayerTransferRecipe)
 def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
     ns = _check(cfg)
     half = {p: cfg.data.model_copy(update={"classes": ClassSplitConfig(part=p, **cfg.split.model_dump())})
@@ -89,10 +87,12 @@ def run(cfg: LayerTransferRecipe, out: Path, study: Study) -> str:
     rows.append(["base B", *(fmt_pm(base_b, 3) for _ in cfg.variants)])
 
     def minus_base(values: list[float]) -> tuple[float, ...]:
-        return tuple(a - b for a, b in zip(values, base_b))
+        return tuple(a - b for a, b in zip(values, base_b, strict=True))
 
     # Every transfer net minus base B on the same seed (same B data), with its interval.
-    rows += [[f"Δ vs base B (pts, 95% CI), n={n}", *(fmt_interval(minus_base(acc[v][n])) for v in cfg.variants)] for n in ns]
+    rows += [
+        [f"Δ vs base B (pts, 95% CI), n={n}", *(fmt_interval(minus_base(acc[v][n])) for v in cfg.variants)] for n in ns
+    ]
     # Every claim is about base B's level: a base B that has not converged would make any transfer
     # net look good or bad for the wrong reason (validation curves).
     pre = (converged([study.run_dir("baseB", s) for s in cfg.seeds], "base B"),

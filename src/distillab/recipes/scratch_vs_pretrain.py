@@ -9,7 +9,6 @@ schedule; pre-training need not improve the final accuracy.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -18,9 +17,10 @@ from pydantic import Field
 
 from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
-from distillab.errors import UserError
 from distillab.models import num_blocks
 from distillab.recipes.preconditions import converged
+from distillab.engine.run_folder import metric_curve
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.plots import line_plot
 from distillab.results.stats import Comparison, fmt_interval, fmt_pm, slope
@@ -44,23 +44,7 @@ class ScratchVsPretrainRecipe(Strict):
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
 
 
-def count_runs(cfg: ScratchVsPretrainRecipe) -> int:
-    return len(cfg.seeds) * (1 + 2 * len(cfg.schedules))
-
-
-def _curve(run_dir: Path) -> list[float]:
-    """Validation accuracy after every epoch (the recipe evaluates every epoch)."""
-    path = run_dir / "metrics.jsonl"
-    try:
-        lines = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (ValueError, UnicodeDecodeError):
-        lines = None
-    if lines is None or not all(isinstance(ln, dict) and isinstance(ln.get("val_acc", 0.0), (int, float))
-                                for ln in lines):
-        raise UserError(f"{path} is corrupt; delete {run_dir} to retrain that run")
-    return [ln.get("val_acc", float("nan")) for ln in lines]
-
-
+@register_recipe(ScratchVsPretrainRecipe)
 def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
     blocks = num_blocks(cfg.model.name, **cfg.model.kwargs)
     base = cfg.train.epochs
@@ -73,13 +57,16 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
         init = InitConfig(source=str(study.run_dir("pretrain", seed)), blocks=blocks, freeze=False)
         for k in cfg.schedules:
             train = cfg.train.model_copy(update={"epochs": k * base})
-            for label, name, ini in (("random init", f"scratch/{k}x", None), ("w/ pre-train", f"pretrained/{k}x", init)):
+            for label, name, ini in (
+                ("random init", f"scratch/{k}x", None),
+                ("w/ pre-train", f"pretrained/{k}x", init),
+            ):
                 # Both inits of a schedule share a run seed (head init, batch order): a paired comparison.
                 s = study.run(name, RunSpec(data=cfg.data, model=cfg.model, train=train, init=ini), seed,
                               seed_key=f"target/{k}x")
                 res[label][k].append(s["test_acc"])
                 if k == longest:
-                    curves[label].append(_curve(study.run_dir(name, seed)))
+                    curves[label].append(metric_curve(study.run_dir(name, seed)))
 
     header = ["init", *(f"{k}x ({k * base} ep)" for k in cfg.schedules)]
     rows = [[label, *(fmt_pm(v[k], 2, 100) for k in cfg.schedules)] for label, v in res.items()]
@@ -90,7 +77,10 @@ def run(cfg: ScratchVsPretrainRecipe, out: Path, study: Study) -> str:
                      {label: [[c[e - 1] for c in cs] for e in epochs] for label, cs in curves.items()})
     notes = (f"Top-1 test accuracy (%) on the target task, mean ± std over {len(cfg.seeds)} seed(s); model "
              f"{cfg.model.name} {cfg.model.kwargs}; batch {cfg.data.batch_size}. Learning curves: {plot[0].name}.")
-    gains = {k: tuple(p - r for p, r in zip(res["w/ pre-train"][k], res["random init"][k])) for k in cfg.schedules}
+    gains = {
+        k: tuple(p - r for p, r in zip(res["w/ pre-train"][k], res["random init"][k], strict=True))
+        for k in cfg.schedules
+    }
     shortest = min(cfg.schedules)
     # The paper: pre-training converges faster (ahead on short schedules); from scratch catches up
     # given a long enough schedule (no difference on the longest). Declared before any run:

@@ -12,9 +12,10 @@ from distillab.config import DataConfig, ModelConfig, Strict, TrainConfig
 from distillab.data import prepare_data
 from distillab.engine.checkpoint import load_model
 from distillab.engine.progress import make_progress
-from distillab.engine.owned import MARKER, check_can_write, has_marker, is_empty, owned_files, write_marker
+from distillab.engine.owned import (  # noqa: F401 - the study-folder checks, re-exported
+    check_can_write, check_study_folder, claim_study_folder, owned_files, write_marker)
 from distillab.engine.run import RunSpec, derive_seed, execute_run
-from distillab.errors import UserError
+from distillab.engine.run_folder import is_finished
 from distillab.engine.trainer import choose_device, evaluate
 from distillab.methods.base import Teacher
 from distillab.results.stats import COMPARISON_HEADER, GOOD, Comparison, assess, csv_table, headline, markdown_table
@@ -38,54 +39,9 @@ class Role(Strict):
 
 
 STUDY_FILES = ("study.json", "costs.json")  # besides the tables and plots a recipe names
-
-
-def _legacy_study(out: Path) -> bool:
-    """A study folder written before markers existed: its ``study.json`` is distillab's record, or it
-    holds distillab run folders (``<name>[/<sub>]/seed<k>/config.yaml`` with the derived seeds)."""
-    import json
-
-    import yaml
-
-    try:
-        rec = json.loads((out / "study.json").read_text(encoding="utf-8"))
-        if isinstance(rec, dict) and {"command", "config_yaml"} <= set(rec):
-            return True
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
-    for cfg in [*out.glob("*/seed*/config.yaml"), *out.glob("*/*/seed*/config.yaml")][:20]:
-        try:
-            saved = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(saved, dict) and {"seed", "run_seed"} <= set(saved):
-            return True
-    return False
-
-
-def check_study_folder(out: Path) -> None:
-    """Refuse an ``--out`` that distillab did not make and that is not empty (a project folder, a
-    folder of the user's files): the study would write its tables over theirs. Reads only."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a folder")
-    if is_empty(out) or has_marker(out, "study") or _legacy_study(out):
-        return
-    raise UserError(f"--out {out} is not empty and was not made by distillab (no {MARKER} marker); choose a new "
-                    f"or empty folder")
-
-
-def claim_study_folder(out: Path) -> None:
-    """Create the study folder if needed and mark it as distillab's (before its first file is written).
-    A legacy study folder is adopted with the result files it already holds."""
-    if has_marker(out, "study"):
-        return
-    check_study_folder(out)
-    import re
-
-    out.mkdir(parents=True, exist_ok=True)
-    known = re.compile(r"(results.*\.(md|csv)|study\.json|costs\.json|[\w-]+\.(png|svg))")
-    adopted = [p.name for p in out.iterdir() if p.is_file() and known.fullmatch(p.name)] if _legacy_study(out) else []
-    write_marker(out, "study", adopted)
+# A collapsed run's test metrics, hidden from a study's tables and claims (validation accuracy stays:
+# preconditions and tuning read it, and a collapsed run's is at chance anyway).
+COLLAPSE_HIDES = ("test_acc", "test_errors", "test_top5")
 
 
 class Study:
@@ -130,7 +86,7 @@ class Study:
         initialisation or a data order unless a recipe passes one ``seed_key`` on purpose (a paired
         comparison: the same student trained alone and distilled)."""
         label = f"{name} seed {seed}"
-        if (self.run_dir(name, seed) / "summary.json").is_file():
+        if is_finished(self.run_dir(name, seed)):
             self.reused += 1
             if hasattr(self.progress, "skip_run"):
                 self.progress.skip_run(label)
@@ -143,16 +99,24 @@ class Study:
         self.progress.log(f"{name} seed {seed}: test acc {100 * summary['test_acc']:.2f}% "
                           f"({summary['test_errors']} errors){' — ' + note if note else ''}")
         if summary.get("warning"):
-            label = f"{name} seed {seed}"
+            import re
+
+            # "accuracy 10.0% is at chance (1/10) after 2 epochs" out of the watchdog's line (summary.json)
+            found = re.search(r"accuracy ([\d.]+%) is at chance \(1/\d+\) after (\d+ epochs?)", summary["warning"])
+            label = f"{name} seed {seed}" + (f" ({found[1]} after {found[2]})" if found else "")
             if label not in self.collapsed:
                 self.collapsed.append(label)
             self.progress.log(f"warning: {summary['warning']}")
+            # A failed training is not a measurement of the method: its test metrics become NaN for the
+            # recipe, so every mean, std and paired interval leaves it out and says so (results/stats.py).
+            # summary.json on disk keeps the measured numbers.
+            summary = {**summary, **{k: float("nan") for k in COLLAPSE_HIDES if k in summary}, "collapsed": True}
         return summary
 
     def await_results(self, summaries: list[dict[str, Any]]) -> None:
         """Called by a recipe before a choice that depends on these runs' results (a tuning grid).
         Training runs in order, so the results are here; a planning study stops at this point
-        until they are (engine/plan.py)."""
+        until they are (recipes/plan.py)."""
 
     def evaluate_ensemble(self, names: Sequence[str], data: DataConfig, seed: int) -> dict[str, Any]:
         """Test metrics of the average of the probabilities of finished runs ``names`` (seed ``seed``)."""
@@ -177,20 +141,22 @@ class Study:
             good = sum(a.verdict in GOOD for a in assessed)
             primary = next((c.label for c in comparisons if c.primary), None)
             what = f"primary claim: {primary}; " if primary else ""
+            short = sum(c.collapsed > 0 for c in comparisons)
+            lost = f"; {short} claim(s) tested on fewer seeds: a run collapsed" if short else ""
             md += (f"**Verdict: {headline(assessed)}** ({what}{good} of {len(comparisons)} claims "
-                   f"reproduced or consistent).\n\n")
+                   f"reproduced or consistent{lost}).\n\n")
         md += f"{markdown_table(header, rows)}\n"
-        if self.collapsed:  # a failed training is flagged, not silently averaged as a method's effect
+        if self.collapsed:  # a failed training is flagged and left out, not averaged as a method's effect
             notes = (f"**Warning: {len(self.collapsed)} run(s) ended at chance accuracy (training collapsed, not a "
-                     f"method effect): {', '.join(self.collapsed)}.** Their numbers above and any interval that "
-                     f"includes them are not evidence; rerun them with a lower lr or train.optim.grad_clip.\n\n"
-                     + notes)
+                     f"method effect): {'; '.join(self.collapsed)}.** They are left out of every mean, ± and "
+                     f"paired interval above (marked \"collapsed\"); rerun them with a lower lr or "
+                     f"train.optim.grad_clip (delete their folders first, or use another --out).\n\n" + notes)
         if notes:
             md += f"\n{notes}\n"
         comp_rows = [a.row() for a in assessed]
         if comparisons:
             md += f"\n{markdown_table(COMPARISON_HEADER, comp_rows)}\n\n{VERDICT_NOTE}\n"
-        from distillab.engine.distributed import current
+        from distillab.distributed import current
 
         if not current().is_main:  # under torchrun only rank 0 writes
             return md
@@ -237,8 +203,15 @@ def run_weights(planned: Sequence[Any]) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for r in planned:
-        cost = params(r.spec.model) + sum(params(planned[i].spec.model) for i in r.after
-                                          if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])) / 3
+        cost = (
+            params(r.spec.model)
+            + sum(
+                params(planned[i].spec.model)
+                for i in r.after
+                if str(planned[i].run_dir) in map(str, getattr(r.spec.method, "teacher", []) or [])
+            )
+            / 3
+        )
         n = r.spec.data.train_subset or r.spec.data.steps_per_epoch or 1
         out[f"{r.name} seed {r.seed}"] = max(cost, 1.0) * r.spec.train.epochs * n
     return out

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from distillab.config import Seeds
 from distillab.engine.run import RunSpec
 from distillab.profile import human
+from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
 from distillab.results.stats import fmt_pm
 
@@ -31,6 +32,7 @@ class TrainRecipe(RunSpec):
             raise ValueError(str(e)) from None
 
 
+@register_recipe(TrainRecipe)
 def run(cfg: TrainRecipe, out: Path, study: Study) -> str:
     spec = RunSpec.model_validate(cfg.model_dump(include=set(RunSpec.model_fields)))
     runs = [study.run(cfg.name, spec, s) for s in cfg.seeds]
@@ -38,7 +40,3 @@ def run(cfg: TrainRecipe, out: Path, study: Study) -> str:
     rows = [[cfg.name, cfg.model.name, cfg.method.name, human(runs[0]["params"]), str(len(runs)),
              fmt_pm([r["test_acc"] for r in runs], 2, 100), fmt_pm([r["test_errors"] for r in runs], 1)]]
     return study.write_table("results", f"{cfg.name} on {cfg.data.source}", header, rows)
-
-
-def count_runs(cfg: TrainRecipe) -> int:
-    return len(cfg.seeds)

@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-from distillab.engine.run import read_metrics
+from distillab.engine.run_folder import SUMMARY_FILE, read_metrics
 from distillab.errors import UserError
 from distillab.results.stats import mean_std
 
@@ -67,7 +67,7 @@ def _img(data: bytes, alt: str) -> str:
 
 def _runs_by_role(study: Path) -> dict[str, list[Path]]:
     roles: dict[str, list[Path]] = {}
-    for summary in sorted(study.glob("*/seed*/summary.json")):
+    for summary in sorted(study.glob(f"*/seed*/{SUMMARY_FILE}")):
         roles.setdefault(summary.parent.parent.name, []).append(summary.parent)
     return roles
 
@@ -110,11 +110,12 @@ def _accuracy_vs_cost(roles: dict[str, list[Path]]) -> bytes | None:
     points = []
     for role, runs in roles.items():
         try:
-            summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+            summaries = [json.loads((r / SUMMARY_FILE).read_text()) for r in runs]
         except (ValueError, UnicodeDecodeError):
             continue
         summaries = [x for x in summaries if isinstance(x, dict)]
-        accs = [s.get("test_acc") for s in summaries if isinstance(s.get("test_acc"), (int, float))]
+        accs = [s.get("test_acc") for s in summaries if isinstance(s.get("test_acc"), (int, float))
+                and not s.get("warning")]  # a collapsed run is left out, as in the study's table
         macs = summaries[0].get("macs") if summaries else None
         if accs and isinstance(macs, (int, float)) and macs > 0:
             m, s = mean_std([100 * a for a in accs])
@@ -196,3 +197,23 @@ def build_html(root: Path, command: str | None = None) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>distillab report: {html.escape(root.name)}"
             f"</title><style>{STYLE}</style></head><body><h1>distillab report: {html.escape(str(root))}</h1>"
             f"{made}<ul>{toc}</ul>{body}<h2>All runs</h2>{every}</body></html>")
+
+
+def check_html_target(target: Path) -> None:
+    """``report --html FILE``: a file in an existing folder, and only a report distillab wrote is
+    replaced (never the user's own page; a FIFO or device is never opened: it could block)."""
+    from distillab.errors import UserError
+
+    if target.is_dir() or not target.parent.is_dir():
+        raise UserError(f"--html {target}: give a file in an existing folder")
+    if not (target.exists() or target.is_symlink()):
+        return
+    head = b""
+    if target.is_file():
+        try:
+            with target.open("rb") as f:
+                head = f.read(200)
+        except OSError:
+            pass
+    if not head.startswith(b"<!doctype html><html><head><meta charset='utf-8'><title>distillab report"):
+        raise UserError(f"--html {target} exists and is not a distillab report; remove it or choose another name")

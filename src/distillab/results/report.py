@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.engine.run import CONFIG_FILE, SEED_KEYS, SUMMARY_FILE, _with_defaults, without_locations
+from distillab.engine.run_folder import CONFIG_FILE, SEED_KEYS, SUMMARY_FILE, with_defaults, without_locations
 from distillab.errors import UserError
 from distillab.profile import human
 from distillab.results.stats import fmt_pm
@@ -34,8 +34,10 @@ def collect(root: Path) -> list[dict]:
         # names its own seed's teacher folder) are not part of what the row compares.
         for k in SEED_KEYS:
             config.pop(k, None)
-        role = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
-        key = role + "\n" + json.dumps(without_locations(_with_defaults(config)), sort_keys=True, default=str)
+        role = (
+            str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        )
+        key = role + "\n" + json.dumps(without_locations(with_defaults(config)), sort_keys=True, default=str)
         try:
             s = json.loads(summ.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -43,9 +45,14 @@ def collect(root: Path) -> list[dict]:
         if not isinstance(s, dict) or not all(isinstance(s.get(k), (int, float)) for k in
                                                ("test_acc", "test_errors", "params", "macs")) or not all(
                 isinstance(s.get(k), str) for k in ("model", "method")):
-            raise UserError(f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs and a model and method name); "
-                            f"delete {run_dir} to retrain that run")
-        name = str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+            raise UserError(
+                f"run summary {summ} is corrupt (needs numeric test_acc, test_errors, params, macs and a model "
+                "and method name); "
+                f"delete {run_dir} to retrain that run"
+            )
+        name = (
+            str(run_dir.parent.relative_to(root)) if run_dir.name.startswith("seed") else str(run_dir.relative_to(root))
+        )
         groups.setdefault(key, {"name": name, "runs": []})["runs"].append(s)
     if not groups:
         raise UserError(f"no finished runs (summary.json) under {root}")
@@ -57,6 +64,11 @@ def report_rows(root: Path) -> tuple[list[str], list[list[str]]]:
     rows = []
     for g in collect(root):
         r = g["runs"]
+
+        def metric(key: str) -> list[float]:
+            # a run the watchdog found collapsed (summary "warning") is left out of the mean, as in a study
+            return [float("nan") if x.get("warning") else x[key] for x in r]
+
         rows.append([g["name"], r[0]["model"], r[0]["method"], human(r[0]["params"]), human(r[0]["macs"]),
-                     str(len(r)), fmt_pm([x["test_acc"] for x in r], 2, 100), fmt_pm([x["test_errors"] for x in r], 1)])
+                     str(len(r)), fmt_pm(metric("test_acc"), 2, 100), fmt_pm(metric("test_errors"), 1)])
     return header, rows

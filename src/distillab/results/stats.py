@@ -1,4 +1,8 @@
-"""Mean ± std over seeds, and tables rendered as Markdown or CSV."""
+"""Mean ± std over seeds, and tables rendered as Markdown or CSV.
+
+A NaN value is a run left out: a study gives a collapsed run (one the watchdog found at chance,
+engine/watchdog.py) NaN test metrics (recipes/study.py), so every mean, std, interval and p here
+is computed over the other runs, and tables and verdicts say how many were left out."""
 
 from __future__ import annotations
 
@@ -10,23 +14,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def kept(values: Sequence[float]) -> list[float]:
+    """The values that are not NaN (a NaN is a collapsed run, left out of every statistic)."""
+    return [v for v in values if v == v]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    vals = list(values)
+    """Mean and sample standard deviation (0 for a single value) of the values that are not NaN."""
+    vals = kept(values)
     if not vals:
         return float("nan"), float("nan")
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def fmt_pm(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
-    """'90.12 ± 0.31' (values multiplied by ``scale``)."""
-    m, s = mean_std([v * scale for v in values])
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    """'90.12 ± 0.31' (values multiplied by ``scale``); '90.12 ± 0.31 (1 collapsed)' when a value is
+    NaN (a collapsed run, left out of the mean)."""
+    vals = list(values)
+    left_out = len(vals) - len(kept(vals))
+    if vals and left_out == len(vals):
+        return f"— ({left_out} collapsed)"
+    m, s = mean_std([v * scale for v in vals])
+    return f"{m:.{digits}f} ± {s:.{digits}f}" + (f" ({left_out} collapsed)" if left_out else "")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
@@ -43,8 +57,8 @@ def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float,
     """Mean of paired differences over seeds and its two-sided Student-t interval (lo, hi).
 
     With one seed the interval is (nan, nan): a single run cannot say how much the difference
-    would move with another seed."""
-    vals = list(diffs)
+    would move with another seed. NaN differences (a collapsed run) are left out."""
+    vals = kept(diffs)
     m, s = mean_std(vals)
     if len(vals) < 2:
         return m, float("nan"), float("nan")
@@ -56,8 +70,8 @@ def paired_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float,
 
 def paired_p(diffs: Sequence[float]) -> float:
     """Two-sided p of the paired t-test of "mean difference = 0" (nan below two seeds; 0 or 1 when
-    every difference is the same number: no spread, so no doubt)."""
-    vals = list(diffs)
+    every difference is the same number: no spread, so no doubt); NaN differences left out."""
+    vals = kept(diffs)
     if len(vals) < 2:
         return float("nan")
     m, s = mean_std(vals)
@@ -71,8 +85,8 @@ def paired_p(diffs: Sequence[float]) -> float:
 def equivalence_p(diffs: Sequence[float], margin: float) -> float:
     """p of the two one-sided tests (TOST) that the mean difference lies within ±``margin``: the
     larger of the p's of "mean ≤ −margin" and "mean ≥ +margin". Below ``alpha`` it shows the two arms
-    equal within the margin; an interval that merely contains 0 does not."""
-    vals = list(diffs)
+    equal within the margin; an interval that merely contains 0 does not. NaN differences left out."""
+    vals = kept(diffs)
     if len(vals) < 2:
         return float("nan")
     m, s = mean_std(vals)
@@ -194,13 +208,19 @@ class Comparison:
         return equivalence_p(self.diffs, self.margin) if self.direction == 0 else paired_p(self.diffs)
 
     @property
+    def collapsed(self) -> int:
+        """Seeds left out because a run of either arm collapsed (its difference is NaN)."""
+        return len(self.diffs) - len(kept(self.diffs))
+
+    @property
     def mde(self) -> float:
         """Minimum detectable effect (80 % power, alpha 0.05, two-sided), in the table's unit."""
-        return min_detectable_effect(mean_std(self.diffs)[1], len(self.diffs)) * self.scale
+        return min_detectable_effect(mean_std(self.diffs)[1], len(kept(self.diffs))) * self.scale
 
     def decide(self, p_adjusted: float, alpha: float = 0.05) -> str:
-        """The verdict given the claim's (adjusted) p — see :func:`assess`."""
-        if not self.testable:
+        """The verdict given the claim's (adjusted) p — see :func:`assess`. Collapsed runs that leave
+        fewer than two seed pairs make the claim untestable, not merely inconclusive."""
+        if not self.testable or (self.collapsed and len(self.diffs) - self.collapsed < 2):
             return "not testable here"
         if p_adjusted != p_adjusted:
             return "inconclusive"
@@ -235,9 +255,15 @@ class Assessed:
         verdict = self.verdict
         if verdict == "inconclusive":
             verdict += f" (MDE {c.mde:.2f})"
+        seeds = str(len(c.diffs))
+        if c.collapsed:  # said in the verdict itself: fewer pairs are never pooled silently
+            seeds = f"{len(c.diffs) - c.collapsed} of {len(c.diffs)}"
+            verdict += (f" — {c.collapsed} of {len(c.diffs)} seed pair(s) left out: a run collapsed "
+                        f"(at chance, see the warning)")
         pre = "; ".join(x.text() for x in c.preconditions) or "—"
-        return [("primary: " if c.primary else "") + c.label, expected, fmt_interval(c.diffs, scale=c.scale),
-                str(len(c.diffs)), _fmt_p(self.p), _fmt_p(self.p_adjusted), f"{c.mde:.2f}", pre, verdict]
+        interval = fmt_interval(c.diffs, scale=c.scale) if len(c.diffs) > c.collapsed else "—"
+        return [("primary: " if c.primary else "") + c.label, expected, interval,
+                seeds, _fmt_p(self.p), _fmt_p(self.p_adjusted), f"{c.mde:.2f}", pre, verdict]
 
 
 def _fmt_p(p: float) -> str:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.engine.run import CONFIG_FILE, SUMMARY_FILE, RunSpec, derive_seed, read_summary, unfinished_run_error
+from distillab.engine.run import RunSpec, derive_seed, unfinished_run_error
+from distillab.engine.run_folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_summary
 from distillab.errors import UserError
 from distillab.recipes.study import Study
 
@@ -74,7 +75,7 @@ class PlanningStudy(Study):
     def run(self, name: str, spec: RunSpec, seed: int, seed_key: str | None = None) -> dict[str, Any]:
         scratch_dir = self.run_dir(name, seed)
         scratch_dir.mkdir(parents=True, exist_ok=True)
-        (scratch_dir / "metrics.jsonl").write_text('{"val_acc": 0.5}\n' * spec.train.epochs)
+        (scratch_dir / METRICS_FILE).write_text('{"val_acc": 0.5}\n' * spec.train.epochs)
         teachers = list(getattr(spec.method, "teacher", None) or [])
         reads = set(teachers) | ({spec.init.source} if spec.init is not None and spec.init.source else set())
         update: dict[str, Any] = {}
@@ -103,7 +104,8 @@ class PlanningStudy(Study):
 
 
 def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> Plan:
-    """Every run the recipe ``module`` would train for ``cfg``, in a valid order, with its
+    """Every run the recipe ``module`` (anything with ``run(cfg, out, study)``: a recipe module or
+    its registry entry) would train for ``cfg``, in a valid order, with its
     dependencies. What follows the runs (cost columns, ensembles of finished models) needs trained
     models and is skipped here: the recipe's local pass after the executor does it."""
     import tempfile
@@ -116,9 +118,20 @@ def plan_study(cfg: Any, module: Any, out: Path, provisional: bool = False) -> P
         except PlanCut:
             plan.complete = False
         except (UserError, OSError, KeyError, ValueError, ZeroDivisionError, RuntimeError):
-            pass  # only reached after the last study.run: tables and cost columns need trained models
+            if not study.planned:  # a config the recipe refuses before its first run: say so now
+                raise
+            # else only reached after the last study.run: tables and cost columns need trained models
     plan.extend(study.planned)
     return plan
+
+
+def count_runs(cfg: Any, recipe: Any) -> int:
+    """How many runs the study ``recipe`` trains for ``cfg``, read off its plan (every run, those a
+    tuning grid would choose included): no hand-written count to keep in sync with the recipe."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:
+        return len(plan_study(cfg, recipe, Path(where) / "out", provisional=True))
 
 
 def run_study_on_ray(cfg: Any, module: Any, out: Path, **options: Any) -> None:

@@ -118,4 +118,4 @@ def all_mean(values: dict[str, float]) -> dict[str, float]:
     if torch.distributed.get_backend() == "nccl":
         t = t.cuda()
     torch.distributed.all_reduce(t)
-    return {k: float(v) / _CURRENT.world for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / _CURRENT.world for k, v in zip(keys, t.tolist(), strict=True)}
