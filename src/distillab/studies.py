@@ -73,9 +73,9 @@ def demo_intro(data: dict[str, Any]) -> str:
     """What ``distillab demo`` tells a new user before it starts (the preset's T, alpha and seeds)."""
     d = data.get("distill", {})
     T, alpha = d.get("temperature", "?"), d.get("alpha", "?")
-    return ("Hinton et al. 2015 at CPU scale, on Fashion-MNIST. A big teacher (2x1200 units, dropout, jittered "
-            "images) is trained first; then a student with about half its parameters (2x800: 1.3M vs 2.4M) is "
-            "trained twice — alone on the labels, and on the teacher's soft targets.\n"
+    return ("Hinton et al. 2015 at CPU scale, on Fashion-MNIST. A big convolutional teacher (6 conv layers, 322K "
+            "parameters, trained once on padded crops and flips) comes first; then a small MLP student (2x800 "
+            "units) is trained twice — alone on the labels, and on the teacher's soft targets.\n"
             f"Soft targets are the teacher's class probabilities softened at temperature T={T} (they show which "
             f"wrong classes look alike); alpha={alpha} weights them against the labels.\n"
             f"{len(data.get('seeds') or [0])} seed(s), about 8 minutes for 3 on 2 CPU cores; the table compares the "
