@@ -2,6 +2,7 @@
 terminal, and --quiet."""
 
 import io
+from importlib import resources
 
 import pytest
 import yaml
@@ -59,7 +60,8 @@ def test_study_eta_weighs_every_planned_run_by_its_work():
     from distillab.config import validate
     from distillab.recipes.plan import plan_study
     from distillab.engine.progress import RichProgress
-    from distillab.models import count_params, create_model
+    from distillab.models import create_model
+    from distillab.profile import count_macs
     from distillab.recipes import RECIPES
     from distillab.recipes.study import run_weights
 
@@ -71,10 +73,19 @@ def test_study_eta_weighs_every_planned_run_by_its_work():
     import tempfile
 
     w = run_weights(plan_study(cfg, module, pathlib.Path(tempfile.mkdtemp())))
-    p_t, p_s = (count_params(create_model(n, 10, 3, 32)) for n in ("mlp:256", "mlp:16"))
+    # digits are 1x8x8: the mult-adds of each model on one such image
+    m_t, m_s = (count_macs(create_model(n, 10, 1, 8), (1, 8, 8)) for n in ("mlp:256", "mlp:16"))
     teacher, alone, distilled = (w[k] for k in sorted(w, key=lambda k: ("teacher" not in k, "distil" in k)))
-    assert teacher / alone == pytest.approx(4 * p_t / (2 * p_s))
-    assert distilled / alone == pytest.approx((p_s + p_t / 3) / p_s)
+    assert teacher / alone == pytest.approx(4 * m_t / (2 * m_s), rel=1e-3)
+    assert distilled / alone == pytest.approx((m_s + m_t / 3) / m_s, rel=1e-3)
+    # Mult-adds, not parameters: the demo's conv teacher (a quarter of its MLP student's parameters)
+    # weighs more than the 6 student runs together, as it takes longer; a cached teacher costs nothing.
+    demo = yaml.safe_load(resources.files("distillab.presets").joinpath("hinton-demo.yaml").read_text())
+    w = run_weights(plan_study(validate(cls, demo), module, pathlib.Path(tempfile.mkdtemp())))
+    t = sum(v for k, v in w.items() if k.startswith("teacher"))
+    assert t > sum(w.values()) - t
+    students = sorted(v for k, v in w.items() if not k.startswith("teacher"))
+    assert students[0] == pytest.approx(students[-1])  # distilled from the cache = alone
 
     bar = RichProgress(3, Console(quiet=True))
     bar.set_weights({"a seed 0": 30.0, "b seed 0": 10.0, "c seed 0": 60.0})
