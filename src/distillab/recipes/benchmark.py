@@ -33,8 +33,7 @@ from distillab.profile import human
 from distillab.recipes.preconditions import converged, val_lead
 from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Role, Study
-from distillab.errors import UserError
-from distillab.recipes.tuning import TuneConfig, tune, tuning_table, with_overrides
+from distillab.recipes.tuning import TuneConfig, check_grid, tune, tuning_table
 from distillab.results.stats import Comparison, assess, fmt_interval, fmt_pm, mean_std
 
 # A method's gain over the student alone, in the benchmark's words.
@@ -79,23 +78,12 @@ class BenchmarkRecipe(Strict):
             raise ValueError(f"primary: {self.primary!r} is not one of the methods ({', '.join(self.methods)})")
         if set(self.primary_seeds) & set(self.seeds):
             raise ValueError("primary_seeds: these are extra seeds; do not repeat seeds already in 'seeds'")
-        unknown = set(self.tune.grid) - {"student", *self.methods}
-        if unknown:
-            raise ValueError(f"tune.grid: {sorted(unknown)[0]!r} is neither 'student' nor a method label")
-        if self.tune.grid and self.tune.seed in self.seeds + self.primary_seeds:
-            raise ValueError("tune.seed: the pilot seed must not be one of the table's seeds")
         if self.preconditions and not self.data.val_size:
             raise ValueError("preconditions are measured on validation: set data.val_size > 0, or preconditions: "
                              "false to test the claims without them (the table then says so)")
-        for arm, grid in self.tune.grid.items():  # a bad key fails now, not after the pilot teacher
-            spec = RunSpec(data=self.data, model=self.student.model, train=self.student.train,
-                           **({} if arm == "student" else {"method": self.methods[arm]}))
-            for key, values in grid.items():
-                for value in values:
-                    try:
-                        with_overrides(spec, {key: value}, f"tune.grid.{arm}")
-                    except UserError as e:
-                        raise ValueError(str(e)) from None
+        student = RunSpec(data=self.data, model=self.student.model, train=self.student.train)
+        arms = {"student": student, **{k: student.model_copy(update={"method": m}) for k, m in self.methods.items()}}
+        check_grid(self.tune, self.seeds + self.primary_seeds, arms, "'student' nor a method label")
         return self
 
     @property

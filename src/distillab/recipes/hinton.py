@@ -11,12 +11,11 @@ from pydantic import Field, field_validator, model_validator
 
 from distillab.config import AugmentConfig, DataConfig, ModelConfig, Strict, TrainConfig, Seeds
 from distillab.engine.run import RunSpec
-from distillab.errors import UserError
 from distillab.methods.kd import KDConfig
 from distillab.recipes.preconditions import converged, val_lead
 from distillab.recipes.registry import register_recipe
 from distillab.recipes.study import Study
-from distillab.recipes.tuning import TuneConfig, tune, tuning_table, with_overrides
+from distillab.recipes.tuning import TuneConfig, check_grid, tune, tuning_table
 from distillab.results.stats import Comparison, fmt_pm
 
 
@@ -59,18 +58,8 @@ class HintonRecipe(Strict):
 
     @model_validator(mode="after")
     def _tune_arms(self) -> "HintonRecipe":
-        unknown = set(self.tune.grid) - {"student", "distilled"}
-        if unknown:
-            raise ValueError(f"tune.grid: {sorted(unknown)[0]!r} is neither 'student' nor 'distilled'")
-        if self.tune.grid and self.tune.seed in self.seeds:
-            raise ValueError("tune.seed: the pilot seed must not be one of the table's seeds")
-        for arm, grid in self.tune.grid.items():  # a bad key fails now, not after the pilot teacher
-            for key, values in grid.items():
-                for value in values:
-                    try:
-                        with_overrides(self._student_spec(arm, "teacher"), {key: value}, f"tune.grid.{arm}")
-                    except UserError as e:
-                        raise ValueError(str(e)) from None
+        arms = {arm: self._student_spec(arm, "teacher") for arm in ("student", "distilled")}
+        check_grid(self.tune, self.seeds, arms, "'student' nor 'distilled'")
         return self
 
     def _student_spec(self, arm: str, teacher_dir: str) -> RunSpec:

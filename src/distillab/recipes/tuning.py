@@ -72,6 +72,25 @@ def with_overrides(spec: RunSpec, values: dict[str, Any], where: str) -> RunSpec
         raise UserError(f"{where}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
+def check_grid(cfg: TuneConfig, table_seeds: list[int], specs: dict[str, RunSpec], known: str) -> None:
+    """A recipe's config-time check of its ``tune`` section, so a bad grid fails before any run (not
+    after the pilot teacher): every arm is one of ``specs`` (``known`` names them in the error), the
+    pilot seed is not a table seed, and every grid value is a valid override of its arm's spec.
+    Raises ValueError (pydantic reports it with the key's path)."""
+    unknown = set(cfg.grid) - set(specs)
+    if unknown:
+        raise ValueError(f"tune.grid: {sorted(unknown)[0]!r} is neither {known}")
+    if cfg.grid and cfg.seed in table_seeds:
+        raise ValueError("tune.seed: the pilot seed must not be one of the table's seeds")
+    for arm, grid in cfg.grid.items():
+        for key, values in grid.items():
+            for value in values:
+                try:
+                    with_overrides(specs[arm], {key: value}, f"tune.grid.{arm}")
+                except UserError as e:
+                    raise ValueError(str(e)) from None
+
+
 def tune(study: Any, cfg: TuneConfig, specs: dict[str, RunSpec],
          seed_key: str) -> tuple[dict[str, RunSpec], list[list[str]]]:
     """The specs the table's seeds should run: for each arm with a grid, its point with the best
